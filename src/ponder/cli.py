@@ -1,0 +1,220 @@
+"""The `ponder` command: a table from command names to library functions, with one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+from ponder.errors import PonderError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other ponder error."""
+
+    def error(self, message: str) -> None:
+        raise PonderError(f"{message} (see `{self.prog} --help`)")
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget '{text}' is not a number: give a fraction in (0, 1]") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"budget {value} is outside (0, 1]: give a fraction of dense FFN compute")
+    return value
+
+
+def _budgets(text: str) -> list[float]:
+    return [_budget(part) for part in text.split(",") if part.strip()]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _load(args: argparse.Namespace):
+    from transformers.utils import logging as hf_logging
+
+    from ponder.models import load
+
+    hf_logging.set_verbosity_error()
+    if args.quiet:
+        hf_logging.disable_progress_bar()
+    return load(args.model, dtype=args.dtype, threads=args.threads)
+
+
+def _require_dense(budget: float | None) -> None:
+    # Adaptive methods arrive with `ponder convert`; until a model has adaptive modules only b = 1 is meaningful.
+    if budget is not None and budget != 1.0:
+        raise PonderError(f"budget {budget} needs an adaptive model: convert it first with `ponder convert`")
+
+
+def _emit(args: argparse.Namespace, result: dict, render: Callable[[dict], None]) -> None:
+    from ponder.io import write_json_atomic
+
+    if args.json:
+        write_json_atomic(args.json, result)
+    render(result)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from ponder.data import load_text
+    from ponder.eval import perplexity
+    from ponder.report.terminal import render_eval
+
+    _require_dense(args.budget)
+    text = load_text(args.data)  # read data before the slow model load, so a bad path fails fast
+    model, tokenizer = _load(args)
+    result = perplexity(
+        model, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
+    ).as_dict()
+    result.update(model=args.model, data=args.data, budget=args.budget or 1.0, method="dense")
+    _emit(args, result, render_eval)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from ponder.inference.bench import benchmark
+    from ponder.report.terminal import render_bench
+
+    model, tokenizer = _load(args)
+    result = benchmark(
+        model,
+        tokenizer,
+        budgets=args.budgets,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
+        prefill_tokens=args.prefill_tokens,
+        repeats=args.repeats,
+        progress=not args.quiet,
+    )
+    result["model"] = args.model
+    _emit(args, result, render_bench)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from ponder.data import EVAL_DEFAULT, load_text
+    from ponder.eval import perplexity
+    from ponder.inference.bench import benchmark
+    from ponder.report.terminal import console, render_bench, render_eval
+
+    start = time.perf_counter()
+    model, tokenizer = _load(args)
+    console.print(f"[bold]ponder demo[/] on {args.model}: perplexity on {EVAL_DEFAULT}, then speed")
+    ppl = perplexity(model, tokenizer, load_text(EVAL_DEFAULT), windows=args.windows, progress=not args.quiet)
+    evaluation = {**ppl.as_dict(), "model": args.model, "data": EVAL_DEFAULT, "budget": 1.0, "method": "dense"}
+    render_eval(evaluation)
+    speed = benchmark(model, tokenizer, repeats=args.repeats, progress=not args.quiet)
+    speed["model"] = args.model
+    render_bench(speed)
+    console.print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    if args.json:
+        from ponder.io import write_json_atomic
+
+        write_json_atomic(args.json, {"eval": evaluation, "bench": speed})
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from ponder.inference import LeanDecoder
+    from ponder.report.terminal import console
+
+    _require_dense(args.budget)
+    model, tokenizer = _load(args)
+    if tokenizer.chat_template and not args.raw:
+        messages = [{"role": "user", "content": args.prompt}]
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        ids = ids["input_ids"]
+    else:
+        ids = torch.tensor([tokenizer(args.prompt, add_special_tokens=False).input_ids])
+    if ids.shape[1] == 0:
+        raise PonderError("the prompt is empty: give some text to continue")
+    decoder = LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens)
+    start = time.perf_counter()
+    out = decoder.generate(ids, args.max_new_tokens, eos_token_id=tokenizer.eos_token_id)
+    seconds = time.perf_counter() - start
+    new = out[0, ids.shape[1] :]
+    console.print(tokenizer.decode(new, skip_special_tokens=True), highlight=False, markup=False)
+    console.print(f"[dim]{len(new)} tokens in {seconds:.2f} s ({len(new) / seconds:.1f} tok/s)[/]")
+
+
+def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
+    from ponder.models.load import DEFAULT_MODEL
+
+    if model:
+        parser.add_argument("model", help="alias (smollm2-135m), HF model directory, or .gguf file")
+    else:
+        parser.set_defaults(model=DEFAULT_MODEL)
+    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    parser.add_argument("--threads", type=_positive, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ponder", description="Compute-adaptive transformer language models, measured honestly.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = commands.add_parser("demo", help="perplexity and speed of the embedded default model")
+    _common(demo, model=False)
+    demo.add_argument("--windows", type=_positive, default=20, help="1024-token windows for perplexity")
+    demo.add_argument("--repeats", type=_positive, default=5, help="timed rounds per configuration")
+    demo.add_argument("--json", help="write all results to this JSON file")
+    demo.set_defaults(run=cmd_demo)
+
+    ev = commands.add_parser("eval", help="perplexity and compute per token")
+    _common(ev)
+    ev.add_argument("--data", default="wikitext2", help="bundled name (wikitext2, wikitext2-valid) or .txt/.jsonl")
+    ev.add_argument("--windows", type=_positive, default=20, help="number of windows scored (default 20)")
+    ev.add_argument("--window-len", type=_positive, default=1024, help="tokens per window (default 1024)")
+    ev.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
+    ev.add_argument("--json", help="write the result to this JSON file")
+    ev.set_defaults(run=cmd_eval)
+
+    bench = commands.add_parser("bench", help="decode and prefill speed against the dense model, same process")
+    _common(bench)
+    bench.add_argument("--budgets", type=_budgets, default=None, help="comma-separated budgets, e.g. 0.75,0.5")
+    bench.add_argument("--repeats", type=_positive, default=5, help="timed rounds (default 5)")
+    bench.add_argument("--prompt-tokens", type=_positive, default=64)
+    bench.add_argument("--new-tokens", type=_positive, default=128)
+    bench.add_argument("--prefill-tokens", type=_positive, default=512)
+    bench.add_argument("--json", help="write the result to this JSON file")
+    bench.set_defaults(run=cmd_bench)
+
+    gen = commands.add_parser("generate", help="greedy generation with the lean decoder")
+    _common(gen)
+    gen.add_argument("prompt")
+    gen.add_argument("--max-new-tokens", type=_positive, default=64)
+    gen.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
+    gen.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
+    gen.set_defaults(run=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.run(args)
+    except PonderError as e:
+        print(f"ponder: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ponder: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

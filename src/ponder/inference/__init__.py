@@ -1,0 +1,5 @@
+"""Fast inference paths and same-process benchmarks."""
+
+from ponder.inference.decode import LeanDecoder
+
+__all__ = ["LeanDecoder"]

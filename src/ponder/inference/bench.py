@@ -1,0 +1,133 @@
+"""Same-process speed benchmark: every configuration timed against the dense lean path, interleaved.
+
+Decode: batch 1, a `prompt_tokens` prompt, `new_tokens` greedy tokens with EOS ignored; tokens/s = new tokens /
+wall time of the whole call (prompt included), the same definition for `transformers.generate` and the lean path.
+Prefill: one forward of `prefill_tokens` tokens through the lean path. Each repeat runs every configuration once,
+in the same order, after one warm-up round; we report the median and min-max over repeats.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from ponder.data import CALIB_DEFAULT, load_text
+from ponder.errors import PonderError
+from ponder.inference.decode import LeanDecoder
+from ponder.stats import decode_weight_bytes
+
+
+@dataclass
+class Rate:
+    """Tokens per second over repeats: median and range."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, tokens: int, seconds: list[float]) -> Rate:
+        rates = [tokens / s for s in seconds]
+        return cls(statistics.median(rates), min(rates), max(rates))
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, length: int) -> torch.Tensor:
+    """`length` tokens of calibration text (never evaluation text) as a [1, length] prompt."""
+    ids = tokenizer(load_text(CALIB_DEFAULT)[: length * 16], add_special_tokens=False).input_ids
+    if len(ids) < length:
+        raise PonderError(f"prompt of {length} tokens is longer than the bundled text allows; use fewer tokens")
+    return torch.tensor([ids[:length]])
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_interleaved(cases: dict[str, Callable[[], object]], repeats: int, progress: bool) -> dict[str, list[float]]:
+    """Seconds per call of each case: one warm-up round, then `repeats` rounds of every case in turn."""
+    for fn in cases.values():
+        fn()
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in tqdm(range(repeats), desc="bench", unit="round", disable=not progress):
+        for name, fn in cases.items():
+            seconds[name].append(_timed(fn))
+    return seconds
+
+
+@torch.inference_mode()
+def benchmark(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    budgets: list[float] | None = None,
+    prompt_tokens: int = 64,
+    new_tokens: int = 128,
+    prefill_tokens: int = 512,
+    repeats: int = 5,
+    progress: bool = True,
+) -> dict:
+    """Decode and prefill speed of the dense lean path, `transformers.generate` and each budget."""
+    if repeats < 1:
+        raise PonderError(f"repeats must be >= 1, got {repeats}")
+    if budgets:
+        raise PonderError("this model has no adaptive modules, so --budgets does not apply: convert it first")
+    prompt = prompt_ids(tokenizer, prompt_tokens)
+    prefill = prompt_ids(tokenizer, prefill_tokens)
+    decoder = LeanDecoder(model, max_len=max(prompt_tokens + new_tokens, prefill_tokens))
+    # eos_token_id=[]: generate() neither stops at nor suppresses EOS, the same greedy tokens the lean path makes.
+    hf_config = GenerationConfig(
+        max_new_tokens=new_tokens, do_sample=False, eos_token_id=[], pad_token_id=tokenizer.eos_token_id
+    )
+    hf_tokens = model.generate(prompt, generation_config=hf_config)
+    lean_tokens = decoder.generate(prompt, new_tokens)
+
+    def lean_prefill() -> None:
+        decoder.runner.reset(1)
+        decoder.runner.forward(prefill)
+
+    cases = {
+        "hf_generate": lambda: model.generate(prompt, generation_config=hf_config),
+        "dense_decode": lambda: decoder.generate(prompt, new_tokens),
+        "dense_prefill": lean_prefill,
+    }
+    seconds = run_interleaved(cases, repeats, progress)
+    hf = Rate.of(new_tokens, seconds["hf_generate"])
+    decode = Rate.of(new_tokens, seconds["dense_decode"])
+    prefill_rate = Rate.of(prefill_tokens, seconds["dense_prefill"])
+    weight_bytes = decode_weight_bytes(model)
+    return {
+        "model": getattr(model.config, "_name_or_path", model.config.model_type),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "prefill_tokens": prefill_tokens,
+        "repeats": repeats,
+        "lean_path": "native" if decoder.native else "generic",
+        "tokens_match_hf": bool(torch.equal(hf_tokens, lean_tokens)),
+        "hf_generate": {"decode_tok_s": hf.median, "decode_tok_s_min": hf.low, "decode_tok_s_max": hf.high},
+        "dense": {
+            "decode_tok_s": decode.median,
+            "decode_tok_s_min": decode.low,
+            "decode_tok_s_max": decode.high,
+            "prefill_tok_s": prefill_rate.median,
+            "prefill_tok_s_min": prefill_rate.low,
+            "prefill_tok_s_max": prefill_rate.high,
+            "speedup_vs_hf_generate": statistics.median(
+                h / d for h, d in zip(seconds["hf_generate"], seconds["dense_decode"], strict=True)
+            ),
+            "weight_bytes_per_token": weight_bytes,
+            "bandwidth_gb_s": weight_bytes * decode.median / 1e9,
+        },
+        "budgets": [],
+    }

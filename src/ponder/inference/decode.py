@@ -1,0 +1,182 @@
+"""Lean greedy decoding with a static KV cache.
+
+`transformers.generate` spends several ms per token on machinery a greedy batch-1 loop does not need (logits
+processors, stopping criteria, cache bookkeeping, per-module wrappers). For Llama-style blocks (Llama, Mistral,
+Qwen2, Qwen3) `LeanDecoder` runs the attention itself over preallocated K/V buffers with one fused QKV matmul and
+calls each layer's FFN module as it is, so dense and adaptive FFNs run under the same loop. Other families use
+`GenericRunner`: the model's own forward with a KV cache, minus `generate()`.
+
+Shapes: B = batch, T = new tokens this call, P = tokens already cached, D = hidden, H = query heads,
+K = key/value heads, E = head dim, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache, PreTrainedModel
+
+from ponder.models.targets import architecture_of, decoder_layers
+
+
+class GenericRunner:
+    """Any supported model: its own forward and KV cache, the last position's logits only."""
+
+    def __init__(self, model: PreTrainedModel):
+        self.model = model
+        self.cache: DynamicCache | None = None
+
+    def reset(self, batch_size: int) -> None:
+        self.cache = DynamicCache(config=self.model.config)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits [B, V] of the last position after appending `input_ids` [B, T]."""
+        out = self.model(input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1]
+
+
+class _Layer:
+    """One Llama-style decoder layer's tensors, with Q, K and V fused into one [(H+2K)·E, D] weight."""
+
+    def __init__(self, layer: nn.Module, attention: str, ffn: str):
+        attn = getattr(layer, attention)
+        self.qkv_weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach()
+        biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
+        self.qkv_bias = torch.cat(biases).detach() if biases[0] is not None else None
+        self.o_proj = attn.o_proj
+        self.q_norm = getattr(attn, "q_norm", None)  # Qwen3 normalises q and k per head
+        self.k_norm = getattr(attn, "k_norm", None)
+        self.scaling = attn.scaling
+        self.input_norm = layer.input_layernorm
+        self.post_norm = layer.post_attention_layernorm
+        self.ffn = getattr(layer, ffn)
+
+
+def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+
+
+class RopeRunner:
+    """Llama-style blocks run natively over a static KV cache."""
+
+    def __init__(self, model: PreTrainedModel, max_len: int):
+        arch = architecture_of(model)
+        config = model.config
+        self.model = model
+        self.max_len = max_len
+        self.layers = [_Layer(layer, arch.attention, arch.ffn) for layer in decoder_layers(model)]
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        weight = model.model.embed_tokens.weight
+        positions = torch.arange(max_len, device=weight.device)[None]  # [1, max_len]
+        cos, sin = model.model.rotary_emb(weight[:1][None], positions)  # [1, max_len, E]
+        half = self.head_dim // 2
+        # rotate_half(x)·sin == roll(x, E/2)·sin_signed, with the first half of sin negated: one op fewer per step.
+        self.cos = cos[0]  # [max_len, E]
+        self.sin_signed = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)  # [max_len, E]
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.position = 0
+
+    def reset(self, batch_size: int) -> None:
+        weight = self.model.model.embed_tokens.weight
+        shape = (batch_size, self.kv_heads, self.max_len, self.head_dim)  # [B, K, max_len, E]
+        self.keys = [weight.new_empty(shape) for _ in self.layers]
+        self.values = [weight.new_empty(shape) for _ in self.layers]
+        self.position = 0
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+        rolled = x.roll(self.head_dim // 2, dims=-1).mul_(sin_signed)
+        return (x * cos).add_(rolled)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits [B, V] of the last position after appending `input_ids` [B, T]."""
+        batch, steps = input_ids.shape
+        start, end = self.position, self.position + steps
+        if end > self.max_len:
+            raise ValueError(f"sequence of {end} tokens exceeds the decoder's max_len={self.max_len}")
+        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
+        cos, sin_signed = self.cos[start:end], self.sin_signed[start:end]  # [T, E]
+        mask = None
+        if start > 0 and steps > 1:  # a chunk after a prefix: causal within the chunk, full over the prefix
+            mask = torch.ones(steps, end, dtype=torch.bool).tril_(diagonal=start)  # [T, P+T]
+        causal = start == 0 and steps > 1
+        x = self.model.model.embed_tokens(input_ids)  # [B, T, D]
+        for index, layer in enumerate(self.layers):
+            h = _rms_norm(layer.input_norm, x)
+            qkv = nn.functional.linear(h, layer.qkv_weight, layer.qkv_bias)  # [B, T, (H+2K)·E]
+            qkv = qkv.view(batch, steps, heads + 2 * kv_heads, head_dim)
+            q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=2)  # [B, T, H|K|K, E]
+            if layer.q_norm is not None:
+                q, k = _rms_norm(layer.q_norm, q), _rms_norm(layer.k_norm, k)
+            q = self._rotate(q.transpose(1, 2), cos, sin_signed)  # [B, H, T, E]
+            self.keys[index][:, :, start:end] = self._rotate(k.transpose(1, 2), cos, sin_signed)
+            self.values[index][:, :, start:end] = v.transpose(1, 2)
+            attn = nn.functional.scaled_dot_product_attention(
+                q,
+                self.keys[index][:, :, :end],  # [B, K, P+T, E]
+                self.values[index][:, :, :end],
+                attn_mask=mask,
+                is_causal=causal,
+                scale=layer.scaling,
+                enable_gqa=heads != kv_heads,
+            )  # [B, H, T, E]
+            x = x + layer.o_proj(attn.transpose(1, 2).reshape(batch, steps, heads * head_dim))
+            x = x + layer.ffn(_rms_norm(layer.post_norm, x))
+        self.position = end
+        h = _rms_norm(self.model.model.norm, x[:, -1])  # [B, D]
+        return self.model.lm_head(h)  # [B, V]
+
+
+def _rope_supported(model: PreTrainedModel) -> bool:
+    config = model.config
+    rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
+    sliding = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    return (
+        architecture_of(model).rope_decoder
+        and rope_type not in ("dynamic", "longrope")
+        and sliding is None
+        and model.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    )
+
+
+class LeanDecoder:
+    """Greedy decoding that gives the same tokens as `model.generate(do_sample=False)`, faster.
+
+    Weights are read from the model when the decoder is built (Q/K/V are fused into a copy): build a new decoder
+    after changing attention weights. FFN modules are called live, so budgets set on adaptive FFNs apply.
+    """
+
+    def __init__(self, model: PreTrainedModel, *, max_len: int = 2048, native: bool | None = None):
+        native = _rope_supported(model) if native is None else native
+        self.model = model
+        self.runner = RopeRunner(model, max_len) if native else GenericRunner(model)
+        self.native = native
+
+    @torch.inference_mode()
+    def generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id: int | list[int] | None = None
+    ) -> torch.Tensor:
+        """Prompt [B, T] → prompt and up to `max_new_tokens` greedy tokens [B, T+N].
+
+        With `eos_token_id`, a sequence that emitted EOS is padded with EOS until all have (as HF does); without
+        it, exactly `max_new_tokens` are produced (what benchmarks time).
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id or [])
+        self.runner.reset(input_ids.shape[0])
+        tokens = [input_ids]
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        logits = self.runner.forward(input_ids)  # [B, V]
+        for step in range(max_new_tokens):
+            next_token = logits.argmax(dim=-1)  # [B]
+            if len(eos):
+                next_token = torch.where(finished, eos[0], next_token)
+                finished |= torch.isin(next_token, eos)
+            tokens.append(next_token[:, None])
+            if step == max_new_tokens - 1 or (len(eos) and bool(finished.all())):
+                break
+            logits = self.runner.forward(next_token[:, None])
+        return torch.cat(tokens, dim=1)

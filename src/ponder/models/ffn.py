@@ -1,0 +1,94 @@
+"""A uniform view of any HF FFN (GLU or plain) and its dense reference forward.
+
+Weights are exposed in the `nn.Linear` layout, [out, in], whatever the module stores, so methods and executors
+are written once. The views share storage with the model: nothing is copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ponder.models.targets import Architecture, architecture_of, decoder_layers
+
+
+@dataclass
+class FFNView:
+    """One decoder layer's FFN. D = hidden size, F = FFN width (neurons)."""
+
+    module: nn.Module
+    up: torch.Tensor  # [F, D]
+    down: torch.Tensor  # [D, F]
+    act: Callable[[torch.Tensor], torch.Tensor]
+    gate: torch.Tensor | None = None  # [F, D] for GLU FFNs
+    up_bias: torch.Tensor | None = None  # [F]
+    down_bias: torch.Tensor | None = None  # [D]
+    gate_bias: torch.Tensor | None = None  # [F]
+
+    @property
+    def is_glu(self) -> bool:
+        return self.gate is not None
+
+    @property
+    def d_model(self) -> int:
+        return self.up.shape[1]
+
+    @property
+    def d_ff(self) -> int:
+        return self.up.shape[0]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [
+            t for t in (self.gate, self.up, self.down, self.gate_bias, self.up_bias, self.down_bias) if t is not None
+        ]
+
+    def flops_per_token(self) -> int:
+        """Dense multiply-accumulate FLOPs for one token: 2·D·F per projection (PaLM, Appendix B convention)."""
+        projections = 3 if self.is_glu else 2
+        return 2 * self.d_model * self.d_ff * projections
+
+    def weight_bytes(self) -> int:
+        """Bytes of FFN parameters a dense token reads."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def intermediate(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Neuron activations [..., F]: act(gate(x)) * up(x) for GLU, act(up(x)) otherwise."""
+        up = nn.functional.linear(hidden_states, self.up, self.up_bias)
+        if self.gate is None:
+            return self.act(up)
+        return self.act(nn.functional.linear(hidden_states, self.gate, self.gate_bias)) * up
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Dense reference forward; equals the HF module's forward."""
+        return nn.functional.linear(self.intermediate(hidden_states), self.down, self.down_bias)
+
+
+def _weight(module: nn.Module, transposed: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    weight = module.weight.T if transposed else module.weight
+    return weight, getattr(module, "bias", None)
+
+
+def ffn_view(ffn: nn.Module, arch: Architecture) -> FFNView:
+    """View of one FFN module under an architecture's naming."""
+    up, up_bias = _weight(getattr(ffn, arch.up), arch.transposed)
+    down, down_bias = _weight(getattr(ffn, arch.down), arch.transposed)
+    gate, gate_bias = _weight(getattr(ffn, arch.gate), arch.transposed) if arch.gate else (None, None)
+    return FFNView(
+        module=ffn,
+        up=up,
+        down=down,
+        act=getattr(ffn, arch.act),
+        gate=gate,
+        up_bias=up_bias,
+        down_bias=down_bias,
+        gate_bias=gate_bias,
+    )
+
+
+def ffn_views(model: nn.Module) -> list[FFNView]:
+    """Views of every decoder layer's FFN, in layer order."""
+    arch = architecture_of(model)
+    return [ffn_view(getattr(layer, arch.ffn), arch) for layer in decoder_layers(model)]

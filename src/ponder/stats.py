@@ -1,0 +1,157 @@
+"""Compute accounting: the single source of FFN FLOPs and weight bytes per token.
+
+A `ComputeMeter` hooks every decoder layer's FFN module while it is active. A plain (dense) FFN costs its full
+FLOPs and bytes for each token it sees. An adaptive FFN module reports what it actually ran by implementing
+`pop_compute()`, returning (tokens, flops, bytes) since the last call; the meter never estimates savings itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from ponder.models.ffn import FFNView, ffn_view
+from ponder.models.targets import architecture_of, decoder_layers
+
+
+@runtime_checkable
+class ReportsCompute(Protocol):
+    """An FFN module that counts its own work (adaptive modules)."""
+
+    def dense_cost(self) -> tuple[int, int]:
+        """(FLOPs, weight bytes) of the dense FFN for one token."""
+
+    def pop_compute(self) -> tuple[int, float, float]:
+        """(tokens, FLOPs, bytes) run since the last call, then reset."""
+
+
+@dataclass
+class LayerCompute:
+    """Accumulated FFN work of one layer."""
+
+    tokens: int = 0
+    flops: float = 0.0
+    bytes: float = 0.0
+    dense_flops: float = 0.0
+    dense_bytes: float = 0.0
+
+    def add(self, tokens: int, flops: float, nbytes: float, dense_flops: int, dense_bytes: int) -> None:
+        self.tokens += tokens
+        self.flops += flops
+        self.bytes += nbytes
+        self.dense_flops += tokens * dense_flops
+        self.dense_bytes += tokens * dense_bytes
+
+
+@dataclass
+class ComputeReport:
+    """FFN compute of everything run under a meter, per layer and in total."""
+
+    layers: list[LayerCompute] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return self.layers[0].tokens if self.layers else 0
+
+    @property
+    def ffn_compute(self) -> float:
+        """Achieved fraction of dense FFN FLOPs (1.0 for the dense model)."""
+        dense = sum(layer.dense_flops for layer in self.layers)
+        return sum(layer.flops for layer in self.layers) / dense if dense else float("nan")
+
+    @property
+    def ffn_bytes(self) -> float:
+        """Achieved fraction of dense FFN weight bytes read per token."""
+        dense = sum(layer.dense_bytes for layer in self.layers)
+        return sum(layer.bytes for layer in self.layers) / dense if dense else float("nan")
+
+    @property
+    def ffn_flops_per_token(self) -> float:
+        return sum(layer.flops for layer in self.layers) / self.tokens if self.tokens else float("nan")
+
+    @property
+    def ffn_bytes_per_token(self) -> float:
+        return sum(layer.bytes for layer in self.layers) / self.tokens if self.tokens else float("nan")
+
+    def per_layer_compute(self) -> list[float]:
+        return [layer.flops / layer.dense_flops if layer.dense_flops else float("nan") for layer in self.layers]
+
+    def as_dict(self) -> dict:
+        return {
+            "ffn_compute": self.ffn_compute,
+            "ffn_bytes": self.ffn_bytes,
+            "ffn_flops_per_token": self.ffn_flops_per_token,
+            "ffn_bytes_per_token": self.ffn_bytes_per_token,
+            "ffn_compute_per_layer": self.per_layer_compute(),
+        }
+
+
+def _dense_cost(view: FFNView) -> tuple[int, int]:
+    return view.flops_per_token(), view.weight_bytes()
+
+
+class ComputeMeter:
+    """Context manager that counts FFN work of a model while active.
+
+    >>> with ComputeMeter(model) as meter:
+    ...     model(input_ids)
+    >>> meter.report.ffn_compute
+    """
+
+    def __init__(self, model: nn.Module):
+        arch = architecture_of(model)
+        self._ffns = [getattr(layer, arch.ffn) for layer in decoder_layers(model)]
+        self._costs = [
+            m.dense_cost() if isinstance(m, ReportsCompute) else _dense_cost(ffn_view(m, arch)) for m in self._ffns
+        ]
+        self.report = ComputeReport([LayerCompute() for _ in self._ffns])
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, index: int):
+        dense_flops, dense_bytes = self._costs[index]
+        layer = self.report.layers[index]
+
+        def count(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if isinstance(module, ReportsCompute):
+                tokens, flops, nbytes = module.pop_compute()
+            else:
+                hidden_states = args[0]
+                tokens = hidden_states.numel() // hidden_states.shape[-1]
+                flops, nbytes = tokens * dense_flops, tokens * dense_bytes
+            layer.add(tokens, flops, nbytes, dense_flops, dense_bytes)
+
+        return count
+
+    def __enter__(self) -> ComputeMeter:
+        for index, module in enumerate(self._ffns):
+            if isinstance(module, ReportsCompute):
+                module.pop_compute()  # drop work done before the meter started
+            self._handles.append(module.register_forward_hook(self._hook(index)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def decode_weight_bytes(model: nn.Module, ffn_bytes_fraction: float = 1.0) -> float:
+    """Bytes of weights one batch-1 decode step reads: every parameter once, except an untied input embedding
+    (only one row is read) and the FFNs scaled by the achieved FFN byte fraction. The memory-bandwidth floor."""
+    params = {p.data_ptr(): p for p in model.parameters()}.values()
+    total = sum(p.numel() * p.element_size() for p in params)
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    if output is None or output.weight.data_ptr() != embedding.data_ptr():
+        total -= embedding.numel() * embedding.element_size()
+    arch = architecture_of(model)
+    ffn_bytes = 0
+    for layer in decoder_layers(model):
+        module = getattr(layer, arch.ffn)
+        ffn_bytes += (
+            module.dense_cost()[1] if isinstance(module, ReportsCompute) else ffn_view(module, arch).weight_bytes()
+        )
+    return total - ffn_bytes * (1.0 - ffn_bytes_fraction)

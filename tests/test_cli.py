@@ -1,0 +1,90 @@
+"""The CLI contract: JSON keys, and one-line errors with exit code 2 and no partial output."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_unsupported_model
+from ponder.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_eval_json_has_contract_keys(capsys, saved_model, tmp_path):
+    out_file = tmp_path / "eval.json"
+    args = ("eval", str(saved_model), "--windows", "2", "--window-len", "64", "--json", str(out_file), "--quiet")
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    result = json.loads(out_file.read_text())
+    assert {"perplexity", "ffn_compute", "tokens", "budget", "method"} <= result.keys()
+    assert result["tokens"] == 2 * 63
+    assert result["ffn_compute"] == 1.0
+    assert "perplexity" in out
+
+
+def test_bench_json_has_contract_keys(capsys, saved_model, tmp_path):
+    out_file = tmp_path / "bench.json"
+    args = ("bench", str(saved_model), "--repeats", "1", "--new-tokens", "4", "--prefill-tokens", "32")
+    code, _, err = run_cli(capsys, *args, "--json", str(out_file), "--quiet")
+    assert code == 0, err
+    result = json.loads(out_file.read_text())
+    assert result["dense"]["decode_tok_s"] > 0 and result["dense"]["prefill_tok_s"] > 0
+    assert result["hf_generate"]["decode_tok_s"] > 0
+    assert result["budgets"] == []
+    assert result["tokens_match_hf"] is True
+
+
+def test_generate_prints_text(capsys, saved_model):
+    code, out, err = run_cli(capsys, "generate", str(saved_model), "The river", "--max-new-tokens", "5", "--quiet")
+    assert code == 0, err
+    assert "tok/s" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("eval", "/no/such/model"), "not found"),
+        (("eval", "no-such-alias"), "use an alias"),
+        (("eval", "{model}", "--dtype", "fp7"), "unknown dtype 'fp7'"),
+        (("eval", "{model}", "--windows", "0"), "--windows: must be a positive integer"),
+        (("eval", "{model}", "--windows", "-3"), "--windows: must be a positive integer"),
+        (("eval", "{model}", "--data", "{empty}"), "is empty"),
+        (("eval", "{model}", "--data", "{short}"), "text too short"),
+        (("eval", "{model}", "--budget", "0"), "outside (0, 1]"),
+        (("eval", "{model}", "--budget", "0.5"), "convert it first"),
+        (("bench", "{model}", "--budgets", "0.5"), "convert it first"),
+        (("eval", "{opt}"), "model type 'opt' is not supported"),
+        (("frobnicate",), "invalid choice"),
+    ],
+)
+def test_errors_are_one_line_exit_2_no_output(capsys, tmp_path, saved_model, argv, message):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("just a few words here")
+    tiny_unsupported_model().save_pretrained(tmp_path / "opt")
+    names = {"model": saved_model, "empty": tmp_path / "empty.txt", "short": tmp_path / "short.txt"}
+    names["opt"] = tmp_path / "opt"
+    out_file = tmp_path / "out.json"
+    argv = [part.format(**names) for part in argv]
+    if argv[0] in ("eval", "bench"):
+        argv += ["--json", str(out_file), "--quiet"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ponder: error:"), err
+    assert message in lines[0]
+    assert not out_file.exists()
+
+
+def test_console_entry_point_has_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "ponder", "eval", "/no/such/model"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("ponder: error:")

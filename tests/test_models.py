@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from conftest import tiny_model, tiny_unsupported_model
+from ponder.errors import PonderError, UnsupportedModelError
+from ponder.models import architecture_of, decoder_layers, ffn_views, load
+
+
+def test_adapter_finds_layers_and_ffn(family):
+    model = tiny_model(family)
+    layers = decoder_layers(model)
+    assert len(layers) == 2
+    views = ffn_views(model)
+    assert [v.module for v in views] == [getattr(layer, architecture_of(model).ffn) for layer in layers]
+    assert views[0].is_glu == (family != "gpt2")
+    assert views[0].d_model == 32
+    assert views[0].d_ff == (128 if family == "gpt2" else 64)  # GPT-2 uses 4·D
+
+
+def test_ffn_view_forward_equals_module(family):
+    model = tiny_model(family)
+    x = torch.randn(3, 5, 32)
+    for view in ffn_views(model):
+        torch.testing.assert_close(view.forward(x), view.module(x), rtol=1e-5, atol=1e-6)
+
+
+def test_ffn_view_shares_storage():
+    model = tiny_model("gpt2")
+    view = ffn_views(model)[0]
+    assert view.up.data_ptr() == model.transformer.h[0].mlp.c_fc.weight.data_ptr()
+    assert view.up.shape == (128, 32)  # [F, D] whatever the module stores
+
+
+def test_flops_and_bytes_per_token():
+    view = ffn_views(tiny_model("llama"))[0]
+    assert view.flops_per_token() == 2 * 32 * 64 * 3
+    assert view.weight_bytes() == 3 * 32 * 64 * 4
+
+
+def test_unsupported_architecture_names_type_and_supported_list():
+    with pytest.raises(UnsupportedModelError, match=r"'opt' is not supported; supported: .*llama"):
+        architecture_of(tiny_unsupported_model())
+
+
+def test_load_hf_directory(saved_model):
+    model, tokenizer = load(str(saved_model))
+    reference = tiny_model("llama")
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0)
+    assert tokenizer.eos_token == "</s>"
+    assert not model.training
+
+
+def test_load_bf16(saved_model):
+    model, _ = load(str(saved_model), dtype="bf16")
+    assert model.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("no-such-model", "not found: use an alias"),
+        ("./missing/dir", "not found"),
+    ],
+)
+def test_load_errors(name, message):
+    with pytest.raises(PonderError, match=message):
+        load(name)
+
+
+def test_load_rejects_bad_inputs(tmp_path, saved_model):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PonderError, match="without config.json"):
+        load(str(tmp_path / "empty"))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(PonderError, match="not a .gguf"):
+        load(str(tmp_path / "weights.bin"))
+    with pytest.raises(PonderError, match="unknown dtype 'int3'"):
+        load(str(saved_model), dtype="int3")
+
+
+def test_load_unsupported_directory(tmp_path):
+    tiny_unsupported_model().save_pretrained(tmp_path / "opt")
+    with pytest.raises(UnsupportedModelError, match="'opt'"):
+        load(str(tmp_path / "opt"))
