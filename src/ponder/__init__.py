@@ -1,7 +1,20 @@
 """ponder: compute-adaptive transformer language models, measured honestly."""
 
+from ponder.adaptive import convert, full_budget, get_budget, load, save_adaptive, set_budget
 from ponder.errors import DataError, PonderError, UnsupportedModelError
-from ponder.models import load
+from ponder.methods import METHODS, register_method
 
-__all__ = ["DataError", "PonderError", "UnsupportedModelError", "load"]
+__all__ = [
+    "METHODS",
+    "DataError",
+    "PonderError",
+    "UnsupportedModelError",
+    "convert",
+    "full_budget",
+    "get_budget",
+    "load",
+    "register_method",
+    "save_adaptive",
+    "set_budget",
+]
 __version__ = "0.1.0"

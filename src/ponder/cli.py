@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ponder.errors import PonderError
 
@@ -46,18 +47,19 @@ def _positive(text: str) -> int:
 def _load(args: argparse.Namespace):
     from transformers.utils import logging as hf_logging
 
-    from ponder.models import load
+    from ponder.adaptive import load, set_budget
 
     hf_logging.set_verbosity_error()
     if args.quiet:
         hf_logging.disable_progress_bar()
-    return load(args.model, dtype=args.dtype, threads=args.threads)
+    model, tokenizer = load(args.model, dtype=args.dtype, threads=args.threads)
+    if getattr(args, "budget", None) is not None:
+        set_budget(model, args.budget)
+    return model, tokenizer
 
 
-def _require_dense(budget: float | None) -> None:
-    # Adaptive methods arrive with `ponder convert`; until a model has adaptive modules only b = 1 is meaningful.
-    if budget is not None and budget != 1.0:
-        raise PonderError(f"budget {budget} needs an adaptive model: convert it first with `ponder convert`")
+def _method(model) -> str:
+    return getattr(model, "ponder_config", {}).get("method", "dense")
 
 
 def _emit(args: argparse.Namespace, result: dict, render: Callable[[dict], None]) -> None:
@@ -69,17 +71,17 @@ def _emit(args: argparse.Namespace, result: dict, render: Callable[[dict], None]
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from ponder.adaptive import get_budget
     from ponder.data import load_text
     from ponder.eval import perplexity
     from ponder.report.terminal import render_eval
 
-    _require_dense(args.budget)
     text = load_text(args.data)  # read data before the slow model load, so a bad path fails fast
     model, tokenizer = _load(args)
     result = perplexity(
         model, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
     ).as_dict()
-    result.update(model=args.model, data=args.data, budget=args.budget or 1.0, method="dense")
+    result.update(model=args.model, data=args.data, budget=get_budget(model), method=_method(model))
     _emit(args, result, render_eval)
 
 
@@ -130,7 +132,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from ponder.inference import LeanDecoder
     from ponder.report.terminal import console
 
-    _require_dense(args.budget)
     model, tokenizer = _load(args)
     if tokenizer.chat_template and not args.raw:
         messages = [{"role": "user", "content": args.prompt}]
@@ -151,11 +152,43 @@ def cmd_generate(args: argparse.Namespace) -> None:
     console.print(f"[dim]{len(new)} tokens in {seconds:.2f} s ({len(new) / seconds:.1f} tok/s)[/]")
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from ponder.adaptive import convert, save_adaptive
+    from ponder.data import load_text
+    from ponder.methods import get_method
+    from ponder.report.terminal import console
+
+    method = get_method(args.method)
+    load_text(args.calib)  # fail fast on bad calibration data, before the model load
+    if args.output.exists() and not args.overwrite:
+        raise PonderError(f"output '{args.output}' exists: pass --overwrite or choose another -o")
+    try:
+        config = method.config_class(**({"min_budget": args.min_budget} if args.min_budget else {}))
+    except ValueError as e:
+        raise PonderError(f"bad options for {args.method}: {e}") from None
+    model, tokenizer = _load(args)
+    start = time.perf_counter()
+    convert(
+        model,
+        tokenizer,
+        args.method,
+        config=config,
+        calibration=args.calib,
+        calibration_tokens=args.calib_tokens,
+        budget=args.budget or 1.0,
+        progress=not args.quiet,
+    )
+    save_adaptive(model, args.output, base_model=args.model)
+    console.print(f"converted {args.model} with {args.method} in {time.perf_counter() - start:.0f} s → {args.output}")
+
+
 def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     from ponder.models.load import DEFAULT_MODEL
 
     if model:
-        parser.add_argument("model", help="alias (smollm2-135m), HF model directory, or .gguf file")
+        parser.add_argument(
+            "model", help="alias (smollm2-135m), HF model directory, .gguf file, or converted directory"
+        )
     else:
         parser.set_defaults(model=DEFAULT_MODEL)
     parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
@@ -192,6 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--prefill-tokens", type=_positive, default=512)
     bench.add_argument("--json", help="write the result to this JSON file")
     bench.set_defaults(run=cmd_bench)
+
+    conv = commands.add_parser("convert", help="make a model adaptive with a method, calibrated on held-out text")
+    _common(conv)
+    conv.add_argument("--method", required=True, help="teal, cats or predictor")
+    conv.add_argument("-o", "--output", type=Path, required=True, help="directory for the converted model")
+    conv.add_argument("--budget", type=_budget, default=None, help="budget saved with the model (default 1)")
+    conv.add_argument("--calib", default="wikitext2-valid", help="calibration text (never the evaluation text)")
+    conv.add_argument("--calib-tokens", type=_positive, default=8192, help="calibration tokens (default 8192)")
+    conv.add_argument("--min-budget", type=_budget, default=None, help="lowest budget to calibrate")
+    conv.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    conv.set_defaults(run=cmd_convert)
 
     gen = commands.add_parser("generate", help="greedy generation with the lean decoder")
     _common(gen)

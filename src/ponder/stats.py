@@ -2,7 +2,8 @@
 
 A `ComputeMeter` hooks every decoder layer's FFN module while it is active. A plain (dense) FFN costs its full
 FLOPs and bytes for each token it sees. An adaptive FFN module reports what it actually ran by implementing
-`pop_compute()`, returning (tokens, flops, bytes) since the last call; the meter never estimates savings itself.
+`pop_compute()`, returning (tokens, weight MACs) since the last call; this module turns MACs into FLOPs (2 each)
+and bytes (one element read each), so savings are never estimated anywhere else.
 """
 
 from __future__ import annotations
@@ -13,19 +14,25 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ponder.models.ffn import FFNView, ffn_view
+from ponder.models.ffn import ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
 
 
 @runtime_checkable
 class ReportsCompute(Protocol):
-    """An FFN module that counts its own work (adaptive modules)."""
+    """An FFN module that counts its own work (adaptive modules), in weight multiply-accumulates (MACs).
 
-    def dense_cost(self) -> tuple[int, int]:
-        """(FLOPs, weight bytes) of the dense FFN for one token."""
+    A MAC here is one weight element used for one token: 2 FLOPs, and one element read from memory at batch 1.
+    """
 
-    def pop_compute(self) -> tuple[int, float, float]:
-        """(tokens, FLOPs, bytes) run since the last call, then reset."""
+    def dense_macs(self) -> int:
+        """MACs of the dense FFN for one token."""
+
+    def element_size(self) -> int:
+        """Bytes per weight element."""
+
+    def pop_compute(self) -> tuple[int, int]:
+        """(tokens, MACs) run since the last call, then reset."""
 
 
 @dataclass
@@ -89,7 +96,11 @@ class ComputeReport:
         }
 
 
-def _dense_cost(view: FFNView) -> tuple[int, int]:
+def _dense_cost(module: nn.Module, arch) -> tuple[int, int]:
+    """(FLOPs, bytes) of one dense token through an FFN module."""
+    if isinstance(module, ReportsCompute):
+        return 2 * module.dense_macs(), module.dense_macs() * module.element_size()
+    view = ffn_view(module, arch)
     return view.flops_per_token(), view.weight_bytes()
 
 
@@ -104,9 +115,7 @@ class ComputeMeter:
     def __init__(self, model: nn.Module):
         arch = architecture_of(model)
         self._ffns = [getattr(layer, arch.ffn) for layer in decoder_layers(model)]
-        self._costs = [
-            m.dense_cost() if isinstance(m, ReportsCompute) else _dense_cost(ffn_view(m, arch)) for m in self._ffns
-        ]
+        self._costs = [_dense_cost(m, arch) for m in self._ffns]
         self.report = ComputeReport([LayerCompute() for _ in self._ffns])
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -116,7 +125,8 @@ class ComputeMeter:
 
         def count(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if isinstance(module, ReportsCompute):
-                tokens, flops, nbytes = module.pop_compute()
+                tokens, macs = module.pop_compute()
+                flops, nbytes = 2 * macs, macs * module.element_size()
             else:
                 hidden_states = args[0]
                 tokens = hidden_states.numel() // hidden_states.shape[-1]
@@ -150,8 +160,5 @@ def decode_weight_bytes(model: nn.Module, ffn_bytes_fraction: float = 1.0) -> fl
     arch = architecture_of(model)
     ffn_bytes = 0
     for layer in decoder_layers(model):
-        module = getattr(layer, arch.ffn)
-        ffn_bytes += (
-            module.dense_cost()[1] if isinstance(module, ReportsCompute) else ffn_view(module, arch).weight_bytes()
-        )
+        ffn_bytes += _dense_cost(getattr(layer, arch.ffn), arch)[1]
     return total - ffn_bytes * (1.0 - ffn_bytes_fraction)

@@ -18,10 +18,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from ponder.adaptive import adaptive_modules, get_budget, set_budget
 from ponder.data import CALIB_DEFAULT, load_text
 from ponder.errors import PonderError
 from ponder.inference.decode import LeanDecoder
-from ponder.stats import decode_weight_bytes
+from ponder.stats import ComputeMeter, decode_weight_bytes
 
 
 @dataclass
@@ -63,6 +64,18 @@ def run_interleaved(cases: dict[str, Callable[[], object]], repeats: int, progre
     return seconds
 
 
+def _row(rates: dict[str, Rate], ratios: dict[str, float]) -> dict:
+    row = {}
+    for kind, rate in rates.items():
+        row.update({f"{kind}_tok_s": rate.median, f"{kind}_tok_s_min": rate.low, f"{kind}_tok_s_max": rate.high})
+    return row | {f"{kind}_speedup": ratio for kind, ratio in ratios.items()}
+
+
+def _paired_ratio(reference: list[float], candidate: list[float]) -> float:
+    """Median over rounds of reference time / candidate time (pairs measured back to back)."""
+    return statistics.median(r / c for r, c in zip(reference, candidate, strict=True))
+
+
 @torch.inference_mode()
 def benchmark(
     model: PreTrainedModel,
@@ -78,8 +91,10 @@ def benchmark(
     """Decode and prefill speed of the dense lean path, `transformers.generate` and each budget."""
     if repeats < 1:
         raise PonderError(f"repeats must be >= 1, got {repeats}")
-    if budgets:
+    budgets = list(budgets or [])
+    if budgets and not adaptive_modules(model):
         raise PonderError("this model has no adaptive modules, so --budgets does not apply: convert it first")
+    restore = get_budget(model)
     prompt = prompt_ids(tokenizer, prompt_tokens)
     prefill = prompt_ids(tokenizer, prefill_tokens)
     decoder = LeanDecoder(model, max_len=max(prompt_tokens + new_tokens, prefill_tokens))
@@ -87,25 +102,59 @@ def benchmark(
     hf_config = GenerationConfig(
         max_new_tokens=new_tokens, do_sample=False, eos_token_id=[], pad_token_id=tokenizer.eos_token_id
     )
-    hf_tokens = model.generate(prompt, generation_config=hf_config)
-    lean_tokens = decoder.generate(prompt, new_tokens)
+
+    def at(budget: float, fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            set_budget(model, budget)
+            return fn()
+
+        return run
 
     def lean_prefill() -> None:
         decoder.runner.reset(1)
         decoder.runner.forward(prefill)
 
-    cases = {
-        "hf_generate": lambda: model.generate(prompt, generation_config=hf_config),
-        "dense_decode": lambda: decoder.generate(prompt, new_tokens),
-        "dense_prefill": lean_prefill,
-    }
+    set_budget(model, 1.0)
+    hf_tokens = model.generate(prompt, generation_config=hf_config)
+    lean_tokens = decoder.generate(prompt, new_tokens)
+    cases = {"hf_generate": at(1.0, lambda: model.generate(prompt, generation_config=hf_config))}
+    compute = {}
+    for budget in [1.0, *budgets]:
+        cases[f"decode@{budget}"] = at(budget, lambda: decoder.generate(prompt, new_tokens))
+        cases[f"prefill@{budget}"] = at(budget, lean_prefill)
+        set_budget(model, budget)
+        with ComputeMeter(model) as meter:
+            decoder.generate(prompt, new_tokens)
+        compute[budget] = meter.report
     seconds = run_interleaved(cases, repeats, progress)
+    set_budget(model, restore)
+
+    def rates(budget: float) -> dict[str, Rate]:
+        return {
+            "decode": Rate.of(new_tokens, seconds[f"decode@{budget}"]),
+            "prefill": Rate.of(prefill_tokens, seconds[f"prefill@{budget}"]),
+        }
+
+    def ratios(budget: float) -> dict[str, float]:
+        return {
+            kind: _paired_ratio(seconds[f"{kind}@1.0"], seconds[f"{kind}@{budget}"]) for kind in ("decode", "prefill")
+        }
+
     hf = Rate.of(new_tokens, seconds["hf_generate"])
-    decode = Rate.of(new_tokens, seconds["dense_decode"])
-    prefill_rate = Rate.of(prefill_tokens, seconds["dense_prefill"])
+    dense = rates(1.0)
     weight_bytes = decode_weight_bytes(model)
+    rows = []
+    for budget in budgets:
+        report = compute[budget]
+        row_bytes = decode_weight_bytes(model, report.ffn_bytes)
+        rows.append(
+            {"budget": budget, "ffn_compute": report.ffn_compute, "ffn_bytes": report.ffn_bytes}
+            | _row(rates(budget), ratios(budget))
+            | {"weight_bytes_per_token": row_bytes, "bandwidth_gb_s": row_bytes * rates(budget)["decode"].median / 1e9}
+        )
     return {
         "model": getattr(model.config, "_name_or_path", model.config.model_type),
+        "method": getattr(model, "ponder_config", {}).get("method", "dense"),
         "dtype": str(model.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
@@ -116,18 +165,11 @@ def benchmark(
         "lean_path": "native" if decoder.native else "generic",
         "tokens_match_hf": bool(torch.equal(hf_tokens, lean_tokens)),
         "hf_generate": {"decode_tok_s": hf.median, "decode_tok_s_min": hf.low, "decode_tok_s_max": hf.high},
-        "dense": {
-            "decode_tok_s": decode.median,
-            "decode_tok_s_min": decode.low,
-            "decode_tok_s_max": decode.high,
-            "prefill_tok_s": prefill_rate.median,
-            "prefill_tok_s_min": prefill_rate.low,
-            "prefill_tok_s_max": prefill_rate.high,
-            "speedup_vs_hf_generate": statistics.median(
-                h / d for h, d in zip(seconds["hf_generate"], seconds["dense_decode"], strict=True)
-            ),
+        "dense": _row(dense, {})
+        | {
+            "speedup_vs_hf_generate": _paired_ratio(seconds["hf_generate"], seconds["decode@1.0"]),
             "weight_bytes_per_token": weight_bytes,
-            "bandwidth_gb_s": weight_bytes * decode.median / 1e9,
+            "bandwidth_gb_s": weight_bytes * dense["decode"].median / 1e9,
         },
-        "budgets": [],
+        "budgets": rows,
     }

@@ -40,19 +40,17 @@ class FFNView:
     def d_ff(self) -> int:
         return self.up.shape[0]
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [
-            t for t in (self.gate, self.up, self.down, self.gate_bias, self.up_bias, self.down_bias) if t is not None
-        ]
+    def macs_per_token(self) -> int:
+        """Weight multiply-accumulates of one dense token: D·F per projection (biases are negligible, not counted)."""
+        return self.d_model * self.d_ff * (3 if self.is_glu else 2)
 
     def flops_per_token(self) -> int:
-        """Dense multiply-accumulate FLOPs for one token: 2·D·F per projection (PaLM, Appendix B convention)."""
-        projections = 3 if self.is_glu else 2
-        return 2 * self.d_model * self.d_ff * projections
+        """Dense FLOPs for one token: 2 per MAC (PaLM, Appendix B convention)."""
+        return 2 * self.macs_per_token()
 
     def weight_bytes(self) -> int:
-        """Bytes of FFN parameters a dense token reads."""
-        return sum(t.numel() * t.element_size() for t in self.tensors())
+        """Bytes of FFN weight matrices a dense token reads."""
+        return self.macs_per_token() * self.up.element_size()
 
     def intermediate(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Neuron activations [..., F]: act(gate(x)) * up(x) for GLU, act(up(x)) otherwise."""

@@ -41,7 +41,7 @@ def render_bench(result: dict) -> None:
         table.add_column(column, justify="right")
     hf = result["hf_generate"]
     dense = result["dense"]
-    table.add_row("transformers.generate", "1.000", _rate(hf, "decode_tok_s"), "", "", "")
+    table.add_row("transformers.generate (dense)", "1.000", _rate(hf, "decode_tok_s"), "", "", "")
     table.add_row(
         f"dense (lean, {result['lean_path']})",
         "1.000",
@@ -52,7 +52,7 @@ def render_bench(result: dict) -> None:
     )
     for row in result["budgets"]:
         table.add_row(
-            f"budget {row['budget']:.2f}",
+            f"{result['method']} @ {row['budget']:.2f}",
             f"{row['ffn_compute']:.3f}",
             _rate(row, "decode_tok_s"),
             f"{row['decode_speedup']:.2f}",

@@ -1,0 +1,196 @@
+"""Convert a model into an adaptive one, turn its budget knob, save and load it.
+
+A converted directory holds `ponder_config.json` (the base model reference, method, options, budget) and
+`ponder_state.safetensors` with only the tensors conversion created (thresholds, policies): the base weights are
+loaded from the reference, as PEFT adapters do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ponder import models
+from ponder.data import CALIB_DEFAULT, load_text
+from ponder.errors import PonderError
+from ponder.methods import get_method
+from ponder.methods.base import SparseFFN, check_budget
+from ponder.methods.calibrate import capture_ffn_inputs
+from ponder.models.ffn import ffn_view
+from ponder.models.targets import architecture_of, decoder_layers
+
+CONFIG_FILE = "ponder_config.json"
+STATE_FILE = "ponder_state.safetensors"
+_SHARED = ("gate", "up", "down", "gate_bias", "up_bias", "down_bias")
+
+
+def activation_name(model: PreTrainedModel) -> str:
+    config = model.config
+    for key in ("hidden_activation", "hidden_act", "activation_function"):
+        if isinstance(getattr(config, key, None), str):
+            return getattr(config, key)
+    return "unknown"
+
+
+def adaptive_modules(model: PreTrainedModel) -> list[SparseFFN]:
+    arch = architecture_of(model)
+    return [m for layer in decoder_layers(model) if isinstance(m := getattr(layer, arch.ffn), SparseFFN)]
+
+
+def replace_ffns(model: PreTrainedModel, method_name: str, config) -> list[SparseFFN]:
+    """Swap every FFN for the method's uncalibrated module (weights shared, nothing computed yet)."""
+    method = get_method(method_name)
+    arch = architecture_of(model)
+    activation = activation_name(model)
+    modules = []
+    for layer in decoder_layers(model):
+        module = method.layer_class(
+            view=ffn_view(getattr(layer, arch.ffn), arch), activation=activation, config=config
+        )
+        setattr(layer, arch.ffn, module)
+        modules.append(module)
+    model.ponder_config = {"method": method_name, "config": dataclasses.asdict(config)}
+    return modules
+
+
+def convert(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    method: str,
+    *,
+    config=None,
+    calibration: str = CALIB_DEFAULT,
+    calibration_tokens: int = 8192,
+    budget: float = 1.0,
+    progress: bool = True,
+) -> PreTrainedModel:
+    """Make `model` adaptive in place with `method`, calibrated on `calibration` text (never evaluation text)."""
+    spec = get_method(method)
+    if config is None:
+        config = spec.config_class()
+    text = load_text(calibration)
+    inputs = capture_ffn_inputs(model, tokenizer, text, tokens=calibration_tokens, progress=progress)
+    modules = replace_ffns(model, method, config)
+    with torch.inference_mode(False), torch.no_grad():
+        for module, layer_inputs in tqdm(
+            list(zip(modules, inputs, strict=True)), desc=f"calibrate {method}", unit="layer", disable=not progress
+        ):
+            module.calibrate(layer_inputs)
+    model.ponder_config["calibration"] = {"data": calibration, "tokens": calibration_tokens}
+    set_budget(model, budget)
+    return model
+
+
+def set_budget(model: PreTrainedModel, budget: float) -> None:
+    """Set the target fraction of dense FFN compute on every adaptive module (no recalibration)."""
+    modules = adaptive_modules(model)
+    if not modules:
+        if check_budget(budget) != 1.0:
+            raise PonderError(f"budget {budget} needs an adaptive model: convert it first with `ponder convert`")
+        return
+    for module in modules:
+        module.set_budget(budget)
+    model.ponder_config["budget"] = budget
+
+
+def get_budget(model: PreTrainedModel) -> float:
+    modules = adaptive_modules(model)
+    return modules[0].budget if modules else 1.0
+
+
+@contextmanager
+def full_budget(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
+    """The dense teacher from the same weights: budget 1 inside the block, restored after."""
+    previous = get_budget(model)
+    set_budget(model, 1.0)
+    try:
+        yield model
+    finally:
+        set_budget(model, previous)
+
+
+def _own_state(module: SparseFFN) -> dict[str, torch.Tensor]:
+    """The tensors conversion created in one module (not the shared base weights)."""
+    state = module.state_dict()
+    return {k: v for k, v in state.items() if k.split(".")[0] not in _SHARED and not k.startswith("act.")}
+
+
+def _new_tensors(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    return {
+        f"layers.{index}.{key}": tensor.contiguous()
+        for index, module in enumerate(adaptive_modules(model))
+        for key, tensor in _own_state(module).items()
+    }
+
+
+def save_adaptive(model: PreTrainedModel, directory: str | Path, *, base_model: str) -> None:
+    """Write the base reference, method config and new tensors; the directory appears whole or not at all."""
+    if not adaptive_modules(model):
+        raise PonderError("model has no adaptive modules to save: convert it first")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        base = str(Path(base_model).resolve()) if Path(base_model).exists() else base_model
+        config = {**model.ponder_config, "base_model": base, "ponder_format": 1}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        save_file(_new_tensors(model), str(tmp / STATE_FILE))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_adaptive_dir(name: str) -> bool:
+    return (Path(name) / CONFIG_FILE).is_file()
+
+
+def load_adaptive(
+    directory: str | Path, *, dtype: str | torch.dtype = "float32", threads: int | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a converted model: its base, the method's modules, their saved tensors, its budget."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+        method, options, base = config["method"], config["config"], config["base_model"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise PonderError(f"{directory / CONFIG_FILE} is unreadable ({e}): reconvert with `ponder convert`") from None
+    try:
+        state = load_file(str(directory / STATE_FILE))
+    except (OSError, SafetensorError) as e:
+        raise PonderError(f"{directory / STATE_FILE} is missing or corrupt ({e}): reconvert the model") from None
+    model, tokenizer = models.load(base, dtype=dtype, threads=threads)
+    spec = get_method(method)
+    modules = replace_ffns(model, method, spec.config_class(**options))
+    for index, module in enumerate(modules):
+        prefix = f"layers.{index}."
+        own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        missing = set(_own_state(module)) - set(own)
+        if missing:
+            raise PonderError(f"{directory / STATE_FILE} lacks {sorted(missing)[:3]} for layer {index}: reconvert")
+        module.load_state_dict(own, strict=False)
+    model.ponder_config.update({k: config[k] for k in ("calibration",) if k in config})
+    set_budget(model, config.get("budget", 1.0))
+    return model, tokenizer
+
+
+def load(
+    name: str, *, dtype: str | torch.dtype = "float32", threads: int | None = None, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load any model ponder takes: a converted directory, or anything `ponder.models.load` takes."""
+    if is_adaptive_dir(name):
+        return load_adaptive(name, dtype=dtype, threads=threads)
+    return models.load(name, dtype=dtype, threads=threads, trust_remote_code=trust_remote_code)

@@ -1,0 +1,1 @@
+"""Executors' compiled helpers; the eager PyTorch paths in each method are the specification."""

@@ -1,0 +1,129 @@
+"""The C gather-GEMV kernels (`sparse_ffn.c`), compiled once per machine and called through ctypes.
+
+No torch headers are involved, so the build takes about a second with the system C compiler (a C++ extension
+through torch.utils.cpp_extension took minutes here). The library is cached under the ponder cache keyed by the
+source's hash; where no compiler works, `library()` returns None and callers use the PyTorch path, which is also
+the specification the kernels are tested against. Import torch before loading: the library then shares torch's
+OpenMP runtime (one thread pool, sized by torch.set_num_threads).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ponder.models.load import cache_root
+
+_SOURCE = "sparse_ffn.c"
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+ACTIVATIONS = {"silu": 0, "gelu_pytorch_tanh": 1, "gelu_new": 1, "gelu": 2, "relu": 3}
+
+
+def _build(target: Path, source: Path) -> None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise OSError("no C compiler found")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run([compiler, *_FLAGS, str(source), "-o", tmp, "-lm"], check=True, capture_output=True)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, building them on first use; None if they cannot be built here."""
+    if os.environ.get("PONDER_NATIVE", "1") == "0":
+        return None
+    source = Path(str(resources.files("ponder.kernels") / _SOURCE))
+    digest = hashlib.sha256(source.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
+    target = cache_root() / "kernels" / f"sparse_ffn-{digest}.so"
+    try:
+        if not target.exists():
+            _build(target, source)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.rows_dot.argtypes = [pointer, pointer, pointer, i64, i64, pointer]
+    lib.rows_axpy.argtypes = [pointer, pointer, pointer, i64, i64, pointer, pointer]
+    lib.glu_rows.argtypes = [pointer] * 7 + [i64, i64, ctypes.c_int, pointer, pointer]
+    for fn in (lib.rows_dot, lib.rows_axpy, lib.glu_rows):
+        fn.restype = None
+    return lib
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _check(*tensors: torch.Tensor | None) -> None:
+    for t in tensors:
+        assert t is None or (t.is_contiguous() and t.device.type == "cpu"), "kernels take contiguous CPU tensors"
+
+
+def _scratch(size: int) -> torch.Tensor:
+    return torch.empty(torch.get_num_threads() * size, dtype=torch.float32)
+
+
+def rows_dot(x: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """weight[index] @ x without reading other rows. x [D], weight [F, D] fp32, index [k] int64 → [k]."""
+    _check(x, weight, index)
+    out = x.new_empty(index.numel())
+    library().rows_dot(_ptr(x), _ptr(weight), _ptr(index), index.numel(), weight.shape[1], _ptr(out))
+    return out
+
+
+def rows_axpy(coef: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """coef @ weight[index] without reading other rows. coef [k], weight [F, D], index [k] → [D]."""
+    _check(coef, weight, index)
+    out = coef.new_empty(weight.shape[1])
+    scratch = _scratch(weight.shape[1])
+    library().rows_axpy(
+        _ptr(coef), _ptr(weight), _ptr(index), index.numel(), weight.shape[1], _ptr(out), _ptr(scratch)
+    )
+    return out
+
+
+def glu_rows(
+    x: torch.Tensor,
+    gate: torch.Tensor | None,
+    up: torch.Tensor,
+    down_t: torch.Tensor,
+    index: torch.Tensor,
+    activation: str,
+    gate_bias: torch.Tensor | None = None,
+    up_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The FFN output [D] of one token x [D] through the active neurons `index` only (no down bias)."""
+    _check(x, gate, up, down_t, index, gate_bias, up_bias)
+    D = up.shape[1]
+    out = x.new_empty(D)
+    scratch = _scratch(D)
+    library().glu_rows(
+        _ptr(x),
+        _ptr(gate),
+        _ptr(up),
+        _ptr(down_t),
+        _ptr(gate_bias),
+        _ptr(up_bias),
+        _ptr(index),
+        index.numel(),
+        D,
+        ACTIVATIONS[activation],
+        _ptr(out),
+        _ptr(scratch),
+    )
+    return out

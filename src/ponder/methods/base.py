@@ -1,0 +1,147 @@
+"""What every sparse-FFN method shares: weights in the layouts executors need, the budget knob, telemetry.
+
+A method subclasses `SparseFFN` once and supplies a policy: which neurons (or inputs) each token uses at the
+current threshold, in an eager reference form (the specification, `reference_forward`) and optionally a fast
+batch-1 form (`decode_forward`). Thresholds are calibrated on a grid of budgets and interpolated at run time,
+so `set_budget(b)` works on a loaded model without recalibration.
+
+Shapes: N = tokens, D = hidden size, F = FFN neurons, G = budgets in the calibrated grid.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ponder.errors import PonderError
+from ponder.kernels import native
+from ponder.models.ffn import FFNView
+
+FULL_BUDGET = 1.0
+
+
+def _parameter(t: torch.Tensor | None) -> nn.Parameter | None:
+    if t is None or (isinstance(t, nn.Parameter) and t.is_contiguous()):
+        return t
+    return nn.Parameter(t.detach().contiguous(), requires_grad=False)
+
+
+def budget_grid(min_budget: float, step: float = 0.05) -> torch.Tensor:
+    """Budgets thresholds are calibrated at: min_budget, then multiples of `step`, up to 1."""
+    points = [min_budget] + [k * step for k in range(1, round(1 / step) + 1) if k * step > min_budget + 1e-9]
+    return torch.tensor(points, dtype=torch.float32)
+
+
+def quantile(values: torch.Tensor, q: torch.Tensor, sample: int = 4_000_000) -> torch.Tensor:
+    """Quantiles of a large tensor (torch.quantile refuses more than 16M elements): on a fixed subsample."""
+    flat = values.reshape(-1).float()
+    if flat.numel() > sample:
+        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:sample]]
+    return torch.quantile(flat, q.clamp(0, 1).float())
+
+
+def check_budget(budget: float) -> float:
+    if not isinstance(budget, int | float) or not 0.0 < float(budget) <= 1.0:
+        raise PonderError(f"budget {budget} is outside (0, 1]: give the target fraction of dense FFN compute")
+    return float(budget)
+
+
+class SparseFFN(nn.Module):
+    """An FFN whose active neurons vary per token. Exact (the dense module's own math) at budget 1."""
+
+    method: str = "sparse"
+
+    def __init__(self, *, view: FFNView, activation: str, budget_grid: torch.Tensor, threshold_shape: tuple = ()):
+        super().__init__()
+        # Dense weights stay shared with the original module where already in [out, in] layout (no copy).
+        self.gate = _parameter(view.gate)  # [F, D]
+        self.up = _parameter(view.up)  # [F, D]
+        self.down = _parameter(view.down)  # [D, F]
+        self.gate_bias, self.up_bias, self.down_bias = map(_parameter, (view.gate_bias, view.up_bias, view.down_bias))
+        self.act = view.act
+        self.activation = activation
+        # Neuron-major rows of the down projection, so an active neuron's output weights are contiguous.
+        self.register_buffer("down_t", view.down.detach().t().contiguous(), persistent=False)  # [F, D]
+        self.register_buffer("budget_grid", budget_grid.float())  # [G], ascending, ends at 1
+        self.register_buffer("thresholds", torch.zeros(len(budget_grid), *threshold_shape))  # [G, ...]
+        self.budget = FULL_BUDGET
+        self.threshold = self.thresholds[-1]
+        self._tokens = 0
+        self._macs = 0
+
+    # --- budget -------------------------------------------------------------------------------------------
+    @property
+    def min_budget(self) -> float:
+        return float(self.budget_grid[0])
+
+    def set_budget(self, budget: float) -> None:
+        """Interpolate the calibrated thresholds for `budget` (a fraction of dense FFN compute)."""
+        budget = check_budget(budget)
+        if budget < self.min_budget - 1e-6:
+            raise PonderError(
+                f"budget {budget} is below the lowest calibrated for {self.method} ({self.min_budget:.2f}): "
+                "use a higher budget or reconvert with a lower --min-budget"
+            )
+        grid = self.budget_grid
+        upper = int(torch.searchsorted(grid, torch.tensor(budget)).clamp(1, len(grid) - 1))
+        weight = (budget - grid[upper - 1]) / (grid[upper] - grid[upper - 1])
+        self.threshold = torch.lerp(self.thresholds[upper - 1], self.thresholds[upper], weight.clamp(0, 1))
+        self.budget = budget
+
+    # --- telemetry (ponder.stats.ReportsCompute) --------------------------------------------------------------
+    def dense_macs(self) -> int:
+        return self.up.numel() * (3 if self.gate is not None else 2)
+
+    def element_size(self) -> int:
+        return self.up.element_size()
+
+    def pop_compute(self) -> tuple[int, int]:
+        counts = (self._tokens, self._macs)
+        self._tokens, self._macs = 0, 0
+        return counts
+
+    def _count(self, tokens: int, macs: int | float) -> None:
+        self._tokens += tokens
+        self._macs += int(macs)
+
+    # --- forward ------------------------------------------------------------------------------------------
+    def intermediate(self, x: torch.Tensor, gate_pre: torch.Tensor | None = None) -> torch.Tensor:
+        """Neuron activations [N, F] of the dense FFN (optionally reusing a computed gate projection)."""
+        up = nn.functional.linear(x, self.up, self.up_bias)
+        if self.gate is None:
+            return self.act(up)
+        if gate_pre is None:
+            gate_pre = nn.functional.linear(x, self.gate, self.gate_bias)
+        return self.act(gate_pre) * up
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(h, self.down, self.down_bias)
+
+    def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._count(x.shape[0], x.shape[0] * self.dense_macs())
+        return self.output(self.intermediate(x))
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's eager masked computation on [N, D]: the specification fast paths are tested against."""
+        raise NotImplementedError
+
+    def decode_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A fast path for one token x [1, D], or None where it does not apply."""
+        return None
+
+    def use_native(self, x: torch.Tensor) -> bool:
+        return x.shape[0] == 1 and x.dtype == torch.float32 and native.library() is not None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        shape = hidden_states.shape
+        x = hidden_states.reshape(-1, shape[-1])  # [N, D]
+        if self.budget >= FULL_BUDGET:
+            out = self.dense_forward(x)
+        else:
+            out = self.decode_forward(x) if self.use_native(x) else None
+            if out is None:
+                out = self.reference_forward(x)
+        return out.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"method={self.method}, budget={self.budget:.3f}, d_ff={self.up.shape[0]}"

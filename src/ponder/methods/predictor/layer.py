@@ -1,0 +1,94 @@
+"""Predictor method: a small network scores neuron blocks from x; blocks above a threshold run all three
+projections, the rest are neither computed nor read.
+
+Shapes: N = tokens, D = hidden, F = neurons, B = F / block_size blocks, S = block size, k = active neurons.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ponder.errors import PonderError
+from ponder.kernels import native
+from ponder.methods.base import SparseFFN, budget_grid, quantile
+from ponder.methods.predictor.config import PredictorConfig
+
+
+class PredictorFFN(SparseFFN):
+    method = "predictor"
+
+    def __init__(self, *, view, activation: str, config: PredictorConfig):
+        if view.d_ff % config.block_size:
+            raise PonderError(f"block_size {config.block_size} does not divide the FFN width {view.d_ff}")
+        super().__init__(view=view, activation=activation, budget_grid=budget_grid(config.min_budget))
+        self.config = config
+        self.blocks = view.d_ff // config.block_size
+        rank = max(1, min(config.rank, view.d_model // 8))  # small models get a proportionally small predictor
+        self.predictor = nn.Sequential(nn.Linear(view.d_model, rank), nn.SiLU(), nn.Linear(rank, self.blocks)).to(
+            view.up.dtype
+        )
+        self.predictor.requires_grad_(False)
+        if self.predictor_macs() / self.dense_macs() >= config.min_budget:
+            raise PonderError(
+                f"the predictor costs {self.predictor_macs() / self.dense_macs():.2f} of the FFN, more than "
+                f"min_budget {config.min_budget}: lower the rank or raise min_budget"
+            )
+
+    def predictor_macs(self) -> int:
+        return sum(layer.weight.numel() for layer in self.predictor if isinstance(layer, nn.Linear))
+
+    def block_fraction(self, budget: torch.Tensor) -> torch.Tensor:
+        return (budget - self.predictor_macs() / self.dense_macs()).clamp(0, 1)
+
+    def block_importance(self, x: torch.Tensor) -> torch.Tensor:
+        """Each block's output norm ‖Σ_{i∈block} h_i · down[:, i]‖ under the dense FFN: [N, B].
+
+        Regressed on its raw scale (not log): the large contributions decide quality, and a log target spent the
+        predictor's capacity on near-zero blocks (relative output error 0.43 vs 0.47 at half the neurons, layer 5).
+        """
+        h = self.intermediate(x)  # [N, F]
+        S = self.config.block_size
+        contrib = torch.einsum("nbs,bsd->nbd", h.view(-1, self.blocks, S), self.down_t.view(self.blocks, S, -1))
+        return contrib.norm(dim=-1)  # [N, B]
+
+    def calibrate(self, inputs: torch.Tensor) -> None:
+        config = self.config
+        generator = torch.Generator().manual_seed(config.seed)
+        targets = torch.cat([self.block_importance(chunk) for chunk in inputs.split(2048)])  # [N, B]
+        targets /= targets.std()
+        self.predictor.requires_grad_(True)
+        optimizer = torch.optim.Adam(self.predictor.parameters(), lr=config.lr)
+        with torch.enable_grad():
+            for _ in range(config.steps):
+                batch = torch.randint(0, inputs.shape[0], (512,), generator=generator)
+                loss = nn.functional.mse_loss(self.predictor(inputs[batch]), targets[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.predictor.requires_grad_(False)
+        scores = self.predictor(inputs)  # [N, B]
+        self.thresholds.copy_(quantile(scores, 1 - self.block_fraction(self.budget_grid)))
+        # Budget 1 runs dense; a finite floor below every calibration score keeps interpolation towards it sane.
+        self.thresholds[-1] = scores.min() - scores.std()
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        active = self.predictor(x) > self.threshold  # [N, B]
+        mask = active.repeat_interleave(self.config.block_size, dim=1)  # [N, F]
+        rows = self.config.block_size * int(active.sum())
+        self._count(x.shape[0], x.shape[0] * self.predictor_macs() + rows * self.dense_macs() // self.up.shape[0])
+        return self.output(self.intermediate(x) * mask)
+
+    def decode_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.activation not in native.ACTIVATIONS:
+            return None
+        blocks = (self.predictor(x[0]) > self.threshold).nonzero()  # [b, 1]
+        S = self.config.block_size
+        index = (blocks * S + torch.arange(S)).flatten()  # [k]
+        out = native.glu_rows(
+            x[0], self.gate, self.up, self.down_t, index, self.activation, self.gate_bias, self.up_bias
+        )
+        if self.down_bias is not None:
+            out += self.down_bias
+        self._count(1, self.predictor_macs() + index.numel() * self.dense_macs() // self.up.shape[0])
+        return out[None]

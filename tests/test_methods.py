@@ -1,0 +1,177 @@
+"""Sparse-FFN methods: exact at budget 1, budgets respected and monotone, executors equal the reference."""
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import FAMILIES, tiny_model
+from ponder.adaptive import adaptive_modules, convert, full_budget, get_budget, load, save_adaptive, set_budget
+from ponder.data import load_text
+from ponder.errors import PonderError
+from ponder.inference import LeanDecoder
+from ponder.methods import METHODS
+from ponder.methods.calibrate import capture_ffn_inputs
+from ponder.stats import ComputeMeter
+
+METHOD_NAMES = sorted(METHODS)
+CALIB_TOKENS = 1024
+
+
+def converted(family: str, method: str, tokenizer, seed: int = 0):
+    model = tiny_model(family, seed)
+    return convert(model, tokenizer, method, calibration_tokens=CALIB_TOKENS, progress=False)
+
+
+def applicable(family: str, method: str) -> bool:
+    return not (method == "cats" and family == "gpt2")  # CATS needs a gate
+
+
+@pytest.fixture(scope="module")
+def calib_ids(tokenizer):
+    ids = tokenizer(load_text("wikitext2-valid"), add_special_tokens=False).input_ids[:CALIB_TOKENS]
+    return torch.tensor(ids).view(2, 512)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_exact_at_full_budget(family, method, tokenizer):
+    if not applicable(family, method):
+        pytest.skip(f"{method} does not apply to {family}")
+    ids = torch.randint(2, 200, (2, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = tiny_model(family)(ids).logits
+        model = converted(family, method, tokenizer)
+        assert get_budget(model) == 1.0
+        actual = model(ids).logits
+    exact = 0 if family != "gpt2" else 1e-6  # GPT-2's Conv1D uses addmm, our view F.linear
+    torch.testing.assert_close(actual, expected, rtol=exact, atol=exact)
+
+
+def test_cats_refuses_plain_ffn(tokenizer):
+    with pytest.raises(PonderError, match="needs a GLU FFN"):
+        converted("gpt2", "cats", tokenizer)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_achieved_budget_on_calibration_text(method, tokenizer, calib_ids):
+    model = converted("llama", method, tokenizer)
+    for budget in (0.75, 0.6, 0.5):
+        set_budget(model, budget)
+        with torch.no_grad(), ComputeMeter(model) as meter:
+            model(calib_ids)
+        assert meter.report.ffn_compute == pytest.approx(budget, abs=0.02), budget
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_lower_budget_never_counts_more(method, tokenizer):
+    model = converted("qwen3", method, tokenizer)
+    ids = torch.randint(2, 200, (1, 64), generator=torch.Generator().manual_seed(1))
+
+    @settings(max_examples=8, deadline=None)
+    @given(st.floats(0.45, 1.0), st.floats(0.45, 1.0))
+    def check(a, b):
+        low, high = sorted((a, b))
+        computes = []
+        for budget in (low, high):
+            set_budget(model, budget)
+            with torch.no_grad(), ComputeMeter(model) as meter:
+                model(ids)
+            computes.append(meter.report.ffn_compute)
+        assert computes[0] <= computes[1] + 1e-9
+
+    check()
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_decode_executor_equals_reference(method, tokenizer):
+    model = converted("llama", method, tokenizer)
+    modules = adaptive_modules(model)
+
+    @settings(max_examples=15, deadline=None)
+    @given(seed=st.integers(0, 10_000), budget=st.floats(0.45, 0.99))
+    def check(seed, budget):
+        set_budget(model, budget)
+        x = torch.randn(1, 32, generator=torch.Generator().manual_seed(seed))
+        for module in modules:
+            module.pop_compute()
+            with torch.no_grad():
+                fast = module.decode_forward(x)
+                fast_macs = module.pop_compute()[1]
+                reference = module.reference_forward(x)
+            torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+            assert fast_macs == module.pop_compute()[1]  # both executors count the same work
+
+    check()
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_cached_decode_equals_full_forward_under_sparsity(method, tokenizer):
+    model = converted("llama", method, tokenizer)
+    set_budget(model, 0.6)
+    ids = torch.randint(2, 200, (1, 24), generator=torch.Generator().manual_seed(5))
+    runner = LeanDecoder(model).runner
+    with torch.no_grad():
+        full = model(ids).logits[0]  # [T, V], batched reference executor
+        runner.reset(1)
+        steps = [runner.forward(ids[:, t : t + 1])[0] for t in range(ids.shape[1])]  # one token at a time
+    torch.testing.assert_close(torch.stack(steps), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_save_load_round_trip(method, tokenizer, tmp_path):
+    base = tmp_path / "base"
+    tiny_model("mistral").save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    model, tok = load(str(base))
+    convert(model, tok, method, calibration_tokens=CALIB_TOKENS, budget=0.6, progress=False)
+    save_adaptive(model, tmp_path / "converted", base_model=str(base))
+    config = json.loads((tmp_path / "converted" / "ponder_config.json").read_text())
+    assert config["method"] == method and config["budget"] == 0.6
+    loaded, _ = load(str(tmp_path / "converted"))
+    assert get_budget(loaded) == 0.6
+    ids = torch.randint(2, 200, (1, 20), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+    for a, b in zip(adaptive_modules(loaded), adaptive_modules(model), strict=True):
+        assert torch.equal(a.thresholds, b.thresholds)
+
+
+def test_full_budget_context_gives_dense_teacher(tokenizer):
+    model = converted("llama", "teal", tokenizer)
+    set_budget(model, 0.5)
+    ids = torch.randint(2, 200, (1, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), full_budget(model):
+        dense = model(ids).logits
+    assert get_budget(model) == 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(dense, tiny_model("llama")(ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("budget", [0.0, -0.5, 1.5, float("nan")])
+def test_set_budget_outside_range(budget, tokenizer):
+    model = converted("llama", "teal", tokenizer)
+    with pytest.raises(PonderError, match=r"outside \(0, 1\]"):
+        set_budget(model, budget)
+
+
+def test_budget_below_calibrated_range(tokenizer):
+    model = converted("llama", "cats", tokenizer)
+    with pytest.raises(PonderError, match="below the lowest calibrated"):
+        set_budget(model, 0.2)
+
+
+def test_corrupt_state_is_a_clear_error(tokenizer, tmp_path, saved_model):
+    model, tok = load(str(saved_model))
+    convert(model, tok, "teal", calibration_tokens=CALIB_TOKENS, progress=False)
+    save_adaptive(model, tmp_path / "c", base_model=str(saved_model))
+    (tmp_path / "c" / "ponder_state.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(PonderError, match="missing or corrupt"):
+        load(str(tmp_path / "c"))
+
+
+def test_capture_shapes(tokenizer):
+    model = tiny_model("qwen2")
+    inputs = capture_ffn_inputs(model, tokenizer, load_text("wikitext2-valid"), tokens=1024, progress=False)
+    assert [tuple(t.shape) for t in inputs] == [(1024, 32), (1024, 32)]
