@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import FAMILIES, tiny_model
+from conftest import tiny_model
 from ponder.adaptive import adaptive_modules, convert, full_budget, get_budget, load, save_adaptive, set_budget
 from ponder.data import load_text
 from ponder.errors import PonderError

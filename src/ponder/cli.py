@@ -182,6 +182,31 @@ def cmd_convert(args: argparse.Namespace) -> None:
     console.print(f"converted {args.model} with {args.method} in {time.perf_counter() - start:.0f} s → {args.output}")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from ponder.eval.sweep import merged, sweep
+    from ponder.io import write_text_atomic
+    from ponder.report.plots import pareto_plot, results_table
+    from ponder.report.terminal import console
+
+    records = sweep(
+        args.model,
+        args.methods.split(","),
+        args.budgets,
+        args.output,
+        windows=args.windows,
+        calibration_tokens=args.calib_tokens,
+        bench=args.bench,
+        bench_repeats=args.repeats,
+        progress=not args.quiet,
+    )
+    rows = merged(records)
+    table = results_table(rows)
+    write_text_atomic(args.output / "report" / "results.md", table)
+    paths = pareto_plot(rows, args.output / "report")
+    console.print(table, markup=False, highlight=False)
+    console.print(f"plots: {', '.join(str(p) for p in paths)}")
+
+
 def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     from ponder.models.load import DEFAULT_MODEL
 
@@ -236,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--min-budget", type=_budget, default=None, help="lowest budget to calibrate")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     conv.set_defaults(run=cmd_convert)
+
+    sw = commands.add_parser("sweep", help="evaluate methods x budgets; table and Pareto plot (resumable)")
+    _common(sw)
+    sw.add_argument("--methods", required=True, help="comma-separated, e.g. teal,cats,predictor")
+    sw.add_argument("--budgets", type=_budgets, default=[1.0, 0.75, 0.5, 0.35, 0.25])
+    sw.add_argument("-o", "--output", type=Path, required=True, help="sweep directory (reused to resume)")
+    sw.add_argument("--windows", type=_positive, default=20)
+    sw.add_argument("--calib-tokens", type=_positive, default=8192)
+    sw.add_argument("--bench", action="store_true", help="also time decode/prefill per budget (same process)")
+    sw.add_argument("--repeats", type=_positive, default=5, help="timed rounds when --bench")
+    sw.set_defaults(run=cmd_sweep)
 
     gen = commands.add_parser("generate", help="greedy generation with the lean decoder")
     _common(gen)

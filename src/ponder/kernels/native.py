@@ -60,7 +60,10 @@ def library() -> ctypes.CDLL | None:
     lib.rows_dot.argtypes = [pointer, pointer, pointer, i64, i64, pointer]
     lib.rows_axpy.argtypes = [pointer, pointer, pointer, i64, i64, pointer, pointer]
     lib.glu_rows.argtypes = [pointer] * 7 + [i64, i64, ctypes.c_int, pointer, pointer]
-    for fn in (lib.rows_dot, lib.rows_axpy, lib.glu_rows):
+    lib.teal_ffn.argtypes = [pointer] * 3 + [i64, i64, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int]
+    lib.teal_ffn.argtypes += [pointer] * 4
+    lib.cats_ffn.argtypes = [pointer] * 6 + [i64, i64, ctypes.c_float, ctypes.c_int] + [pointer] * 4
+    for fn in (lib.rows_dot, lib.rows_axpy, lib.glu_rows, lib.teal_ffn, lib.cats_ffn):
         fn.restype = None
     return lib
 
@@ -74,8 +77,19 @@ def _check(*tensors: torch.Tensor | None) -> None:
         assert t is None or (t.is_contiguous() and t.device.type == "cpu"), "kernels take contiguous CPU tensors"
 
 
+_WORKSPACE: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+
+def _workspace(name: str, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A reusable buffer of at least `size` elements: kernels' scratch is not reallocated every token."""
+    buffer = _WORKSPACE.get((name, dtype))
+    if buffer is None or buffer.numel() < size:
+        buffer = _WORKSPACE[(name, dtype)] = torch.empty(size, dtype=dtype)
+    return buffer
+
+
 def _scratch(size: int) -> torch.Tensor:
-    return torch.empty(torch.get_num_threads() * size, dtype=torch.float32)
+    return _workspace("scratch", torch.get_num_threads() * size)
 
 
 def rows_dot(x: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -127,3 +141,51 @@ def glu_rows(
         _ptr(scratch),
     )
     return out
+
+
+def teal_ffn(
+    x: torch.Tensor,
+    in_major: torch.Tensor,
+    down_t: torch.Tensor,
+    tau_in: float,
+    tau_mid: float,
+    activation: str,
+    glu: bool,
+) -> tuple[torch.Tensor, int, int]:
+    """TEAL for one token in one call: (output [D], kept inputs, kept neurons). in_major [D, P·F], down_t [F, D]."""
+    _check(x, in_major, down_t)
+    F, D = down_t.shape
+    out = x.new_empty(D)
+    work = _workspace("work", in_major.shape[1] + max(D, F) * 2)
+    index = _workspace("index", max(D, F), torch.int64)
+    counts = _workspace("counts", 2, torch.int64)
+    library().teal_ffn(
+        _ptr(x), _ptr(in_major), _ptr(down_t), D, F, int(glu), tau_in, tau_mid, ACTIVATIONS[activation],
+        _ptr(out), _ptr(work), _ptr(index), _ptr(counts),
+    )  # fmt: skip
+    kept_in, kept_mid = counts[:2].tolist()
+    return out, kept_in, kept_mid
+
+
+def cats_ffn(
+    x: torch.Tensor,
+    gate: torch.Tensor,
+    up: torch.Tensor,
+    down_t: torch.Tensor,
+    tau: float,
+    activation: str,
+    gate_bias: torch.Tensor | None = None,
+    up_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int]:
+    """CATS for one token in one call: (output [D] without down bias, active neurons)."""
+    _check(x, gate, up, down_t, gate_bias, up_bias)
+    F, D = gate.shape
+    out = x.new_empty(D)
+    work = _workspace("work", 3 * F)
+    index = _workspace("index", F, torch.int64)
+    counts = _workspace("counts", 2, torch.int64)
+    library().cats_ffn(
+        _ptr(x), _ptr(gate), _ptr(up), _ptr(down_t), _ptr(gate_bias), _ptr(up_bias), D, F, tau,
+        ACTIVATIONS[activation], _ptr(out), _ptr(work), _ptr(index), _ptr(counts),
+    )  # fmt: skip
+    return out, int(counts[0])

@@ -85,3 +85,61 @@ void glu_rows(const float *x, const float *gate, const float *up, const float *d
         y[d] = s;
     }
 }
+
+/* y[0:n) = sum over rows j in idx of coef[j] * W[idx[j]][0:n); rows have length `stride`. Threads split the columns,
+ * so each reads its own contiguous part of every active row and no reduction is needed. */
+static void axpy_columns(const float *coef, const float *W, const int64_t *idx, int64_t k, int64_t n,
+                         int64_t stride, float *y) {
+#pragma omp parallel
+    {
+        int threads = omp_get_num_threads(), t = omp_get_thread_num();
+        int64_t lo = n * t / threads, hi = n * (t + 1) / threads;
+        for (int64_t d = lo; d < hi; d++) y[d] = 0.f;
+        for (int64_t j = 0; j < k; j++) {
+            const float *row = W + idx[j] * stride;
+            const float c = coef[j];
+#pragma omp simd
+            for (int64_t d = lo; d < hi; d++) y[d] += c * row[d];
+        }
+    }
+}
+
+/* TEAL in one call. x [D]; in_major [D, P*F] (gate columns then up columns, P = 2 for GLU, 1 otherwise);
+ * down_t [F, D]. Inputs with |x_j| <= tau_in and intermediates with |h_i| <= tau_mid are skipped, weights unread.
+ * work: 2*P*F + D floats + (D + F) int64 (as floats: caller sizes it). counts[0] = kept inputs, [1] = kept neurons. */
+void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_t D, int64_t F, int glu,
+              float tau_in, float tau_mid, int act, float *y, float *work, int64_t *index, int64_t *counts) {
+    const int64_t P = glu ? 2 : 1;
+    float *pre = work, *coef = work + P * F, *h = coef + (D > F ? D : F);
+    int64_t m = 0;
+    for (int64_t j = 0; j < D; j++)
+        if (fabsf(x[j]) > tau_in) { index[m] = j; coef[m] = x[j]; m++; }
+    axpy_columns(coef, in_major, index, m, P * F, P * F, pre);
+    int64_t k = 0;
+    for (int64_t i = 0; i < F; i++) {
+        float v = glu ? activate(pre[i], act) * pre[F + i] : activate(pre[i], act);
+        if (fabsf(v) > tau_mid) { index[k] = i; h[k] = v; k++; }
+    }
+    axpy_columns(h, down_t, index, k, D, D, y);
+    counts[0] = m;
+    counts[1] = k;
+}
+
+/* CATS in one call: every gate row runs; up and down rows run only where |act(gate)| > tau.
+ * work: 3*F floats; index: F int64. counts[0] = active neurons. */
+void cats_ffn(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
+              const float *up_bias, int64_t D, int64_t F, float tau, int act, float *y, float *work, int64_t *index,
+              int64_t *counts) {
+    float *h = work, *coef = work + F, *on = work + 2 * F;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < F; i++) {
+        float a = activate(dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act);
+        on[i] = fabsf(a) > tau ? 1.f : 0.f;
+        h[i] = on[i] != 0.f ? a * (dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f)) : 0.f;
+    }
+    int64_t k = 0;
+    for (int64_t i = 0; i < F; i++)
+        if (on[i] != 0.f) { index[k] = i; coef[k] = h[i]; k++; }
+    axpy_columns(coef, down_t, index, k, D, D, y);
+    counts[0] = k;
+}

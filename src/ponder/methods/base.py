@@ -66,6 +66,7 @@ class SparseFFN(nn.Module):
         self.register_buffer("thresholds", torch.zeros(len(budget_grid), *threshold_shape))  # [G, ...]
         self.budget = FULL_BUDGET
         self.threshold = self.thresholds[-1]
+        self.threshold_values = self.threshold.reshape(-1).tolist()
         self._tokens = 0
         self._macs = 0
 
@@ -86,6 +87,7 @@ class SparseFFN(nn.Module):
         upper = int(torch.searchsorted(grid, torch.tensor(budget)).clamp(1, len(grid) - 1))
         weight = (budget - grid[upper - 1]) / (grid[upper] - grid[upper - 1])
         self.threshold = torch.lerp(self.thresholds[upper - 1], self.thresholds[upper], weight.clamp(0, 1))
+        self.threshold_values = self.threshold.reshape(-1).tolist()  # for kernels: no tensor→float per token
         self.budget = budget
 
     # --- telemetry (ponder.stats.ReportsCompute) --------------------------------------------------------------

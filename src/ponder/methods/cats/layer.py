@@ -38,14 +38,20 @@ class CatsFFN(SparseFFN):
         self._count(x.shape[0], x.shape[0] * self.gate.numel() + 2 * x.shape[1] * int(active.sum()))
         return self.output(h)
 
-    def decode_forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_act = self.act(nn.functional.linear(x[0], self.gate, self.gate_bias))  # [F]
-        index = (gate_act.abs() > self.threshold).nonzero().squeeze(1)  # [k]
-        up = native.rows_dot(x[0], self.up, index)  # [k]
-        if self.up_bias is not None:
-            up += self.up_bias[index]
-        out = native.rows_axpy(gate_act[index] * up, self.down_t, index)  # [D]
+    def decode_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.activation not in native.ACTIVATIONS:
+            return None
+        out, active = native.cats_ffn(
+            x[0],
+            self.gate,
+            self.up,
+            self.down_t,
+            self.threshold_values[0],
+            self.activation,
+            self.gate_bias,
+            self.up_bias,
+        )
         if self.down_bias is not None:
             out += self.down_bias
-        self._count(1, self.gate.numel() + 2 * x.shape[1] * index.numel())
+        self._count(1, self.gate.numel() + 2 * x.shape[1] * active)
         return out[None]

@@ -44,16 +44,13 @@ class TealFFN(SparseFFN):
         return self.output(h * kept_mid)
 
     def decode_forward(self, x: torch.Tensor) -> torch.Tensor | None:
-        if self.gate_bias is not None or self.up_bias is not None:
+        if self.gate_bias is not None or self.up_bias is not None or self.activation not in native.ACTIVATIONS:
             return None
-        x = x[0]
-        kept = (x.abs() > self.threshold[0]).nonzero().squeeze(1)  # [m]
-        pre = native.rows_axpy(x[kept], self.in_major, kept)  # [P·F]
-        F = self.up.shape[0]
-        h = self.act(pre[:F]) * pre[F:] if self.gate is not None else self.act(pre)  # [F]
-        index = (h.abs() > self.threshold[1]).nonzero().squeeze(1)  # [k]
-        out = native.rows_axpy(h[index], self.down_t, index)  # [D]
+        tau_in, tau_mid = self.threshold_values
+        out, kept_in, kept_mid = native.teal_ffn(
+            x[0], self.in_major, self.down_t, tau_in, tau_mid, self.activation, self.gate is not None
+        )
         if self.down_bias is not None:
             out += self.down_bias
-        self._count(1, self.in_major.shape[1] * kept.numel() + x.shape[0] * index.numel())
+        self._count(1, self.in_major.shape[1] * kept_in + x.shape[1] * kept_mid)
         return out[None]

@@ -1,0 +1,50 @@
+"""The sweep: records per point, resume without duplicates after a kill, plots and table written."""
+
+import json
+
+from ponder.eval.sweep import RESULTS, merged, read_records, sweep
+from ponder.report.plots import pareto_plot, results_table
+
+SMALL = dict(windows=1, window_len=64, calibration_tokens=1024, progress=False)
+
+
+def points(records):
+    return sorted((r["method"], r["budget"]) for r in records if "perplexity" in r)
+
+
+def test_sweep_records_resume_and_report(saved_model, tmp_path):
+    out = tmp_path / "sweep"
+    records = sweep(str(saved_model), ["teal", "cats"], [1.0, 0.5, 0.3], out, **SMALL)
+    assert points(records) == [
+        ("cats", 0.5),
+        ("cats", 1.0),
+        ("dense", 1.0),
+        ("teal", 0.3),
+        ("teal", 0.5),
+        ("teal", 1.0),
+    ]
+    skipped = [r for r in records if "skipped" in r]
+    assert [(r["method"], r["budget"]) for r in skipped] == [("cats", 0.3)]
+    dense = next(r for r in records if r["method"] == "dense")
+    teal_full = next(r for r in records if r["method"] == "teal" and r["budget"] == 1.0)
+    assert teal_full["perplexity"] == dense["perplexity"]  # exact at full budget
+
+    # A kill mid-write leaves half a line: that point is redone, nothing is duplicated.
+    lines = (out / RESULTS).read_text().splitlines()
+    (out / RESULTS).write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
+    again = sweep(str(saved_model), ["teal", "cats"], [1.0, 0.5, 0.3], out, **SMALL)
+    assert points(again) == points(records)
+    assert points(read_records(out)) == points(records)
+
+    rows = merged(read_records(out))
+    paths = pareto_plot(rows, out / "report")
+    assert all(p.stat().st_size > 1000 for p in paths)
+    table = results_table(rows)
+    assert "| teal | 0.50 |" in table and "skipped" in table
+
+
+def test_records_are_json_lines(saved_model, tmp_path):
+    sweep(str(saved_model), ["predictor"], [0.6], tmp_path, **SMALL)
+    for line in (tmp_path / RESULTS).read_text().splitlines():
+        record = json.loads(line)
+        assert {"method", "budget"} <= record.keys()
