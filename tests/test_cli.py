@@ -11,6 +11,7 @@ from ponder.cli import main
 
 
 def run_cli(capsys, *argv):
+    capsys.readouterr()  # drop what fixtures printed (progress bars of save_pretrained)
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
@@ -61,6 +62,10 @@ def test_generate_prints_text(capsys, saved_model):
         (("bench", "{model}", "--budgets", "0.5"), "convert it first"),
         (("eval", "{opt}"), "model type 'opt' is not supported"),
         (("frobnicate",), "invalid choice"),
+        (("convert", "{model}", "--method", "nope", "-o", "{fresh}"), "unknown method 'nope'"),
+        (("convert", "{model}", "--method", "teal", "-o", "{opt}"), "exists: pass --overwrite"),
+        (("convert", "{model}", "--method", "teal", "-o", "{fresh}", "--calib", "{empty}"), "is empty"),
+        (("eval", "{corrupt}"), "unreadable"),
     ],
 )
 def test_errors_are_one_line_exit_2_no_output(capsys, tmp_path, saved_model, argv, message):
@@ -69,6 +74,10 @@ def test_errors_are_one_line_exit_2_no_output(capsys, tmp_path, saved_model, arg
     tiny_unsupported_model().save_pretrained(tmp_path / "opt")
     names = {"model": saved_model, "empty": tmp_path / "empty.txt", "short": tmp_path / "short.txt"}
     names["opt"] = tmp_path / "opt"
+    names["fresh"] = tmp_path / "converted"
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "ponder_config.json").write_text("{not json")
+    names["corrupt"] = tmp_path / "corrupt"
     out_file = tmp_path / "out.json"
     argv = [part.format(**names) for part in argv]
     if argv[0] in ("eval", "bench"):
@@ -79,6 +88,7 @@ def test_errors_are_one_line_exit_2_no_output(capsys, tmp_path, saved_model, arg
     assert len(lines) == 1 and lines[0].startswith("ponder: error:"), err
     assert message in lines[0]
     assert not out_file.exists()
+    assert not names["fresh"].exists()
 
 
 def test_console_entry_point_has_no_traceback():
@@ -88,3 +98,29 @@ def test_console_entry_point_has_no_traceback():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("ponder: error:")
+
+
+def test_demo_runs_the_whole_chain_on_a_tiny_model(capsys, saved_model, tmp_path):
+    """load -> eval -> convert -> eval at a budget -> bench, as `ponder demo` does on the default model."""
+    out_file = tmp_path / "demo.json"
+    args = (
+        "demo",
+        "--model",
+        str(saved_model),
+        "--windows",
+        "1",
+        "--repeats",
+        "1",
+        "--quiet",
+        "--json",
+        str(out_file),
+    )
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    result = json.loads(out_file.read_text())
+    dense, sparse = result["eval"]
+    assert (dense["method"], sparse["method"], sparse["budget"]) == ("dense", "teal", 0.5)
+    assert sparse["ffn_compute"] == pytest.approx(0.5, abs=0.1)
+    [row] = result["bench"]["budgets"]
+    assert row["budget"] == 0.5 and row["decode_tok_s"] > 0
+    assert "demo finished" in out

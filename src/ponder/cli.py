@@ -44,7 +44,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, *, apply_budget: bool = True):
     from transformers.utils import logging as hf_logging
 
     from ponder.adaptive import load, set_budget
@@ -53,7 +53,7 @@ def _load(args: argparse.Namespace):
     if args.quiet:
         hf_logging.disable_progress_bar()
     model, tokenizer = load(args.model, dtype=args.dtype, threads=args.threads)
-    if getattr(args, "budget", None) is not None:
+    if apply_budget and getattr(args, "budget", None) is not None:
         set_budget(model, args.budget)
     return model, tokenizer
 
@@ -105,25 +105,35 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from ponder.adaptive import convert, set_budget
     from ponder.data import EVAL_DEFAULT, load_text
     from ponder.eval import perplexity
     from ponder.inference.bench import benchmark
     from ponder.report.terminal import console, render_bench, render_eval
 
     start = time.perf_counter()
-    model, tokenizer = _load(args)
-    console.print(f"[bold]ponder demo[/] on {args.model}: perplexity on {EVAL_DEFAULT}, then speed")
-    ppl = perplexity(model, tokenizer, load_text(EVAL_DEFAULT), windows=args.windows, progress=not args.quiet)
-    evaluation = {**ppl.as_dict(), "model": args.model, "data": EVAL_DEFAULT, "budget": 1.0, "method": "dense"}
-    render_eval(evaluation)
-    speed = benchmark(model, tokenizer, repeats=args.repeats, progress=not args.quiet)
+    model, tokenizer = _load(args, apply_budget=False)  # the budget applies after conversion
+    text = load_text(EVAL_DEFAULT)
+    console.print(f"[bold]ponder demo[/] on {args.model}: dense perplexity on {EVAL_DEFAULT}")
+    ppl = perplexity(model, tokenizer, text, windows=args.windows, progress=not args.quiet)
+    evaluations = [{**ppl.as_dict(), "model": args.model, "data": EVAL_DEFAULT, "budget": 1.0, "method": "dense"}]
+    render_eval(evaluations[0])
+    console.print(f"[bold]convert[/] with {args.method} (calibrated on wikitext2-valid), then budget {args.budget}")
+    convert(model, tokenizer, args.method, calibration_tokens=4096, progress=not args.quiet)
+    set_budget(model, args.budget)
+    ppl = perplexity(model, tokenizer, text, windows=args.windows, progress=not args.quiet)
+    evaluations.append(
+        {**ppl.as_dict(), "model": args.model, "data": EVAL_DEFAULT, "budget": args.budget, "method": args.method}
+    )
+    render_eval(evaluations[1])
+    speed = benchmark(model, tokenizer, budgets=[args.budget], repeats=args.repeats, progress=not args.quiet)
     speed["model"] = args.model
     render_bench(speed)
     console.print(f"demo finished in {time.perf_counter() - start:.0f} s")
     if args.json:
         from ponder.io import write_json_atomic
 
-        write_json_atomic(args.json, {"eval": evaluation, "bench": speed})
+        write_json_atomic(args.json, {"eval": evaluations, "bench": speed})
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -215,7 +225,7 @@ def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
             "model", help="alias (smollm2-135m), HF model directory, .gguf file, or converted directory"
         )
     else:
-        parser.set_defaults(model=DEFAULT_MODEL)
+        parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model to run on (default {DEFAULT_MODEL})")
     parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     parser.add_argument("--threads", type=_positive, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -227,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="perplexity and speed of the embedded default model")
     _common(demo, model=False)
-    demo.add_argument("--windows", type=_positive, default=20, help="1024-token windows for perplexity")
+    demo.add_argument("--windows", type=_positive, default=10, help="1024-token windows for perplexity")
+    demo.add_argument("--method", default="teal", help="sparse method shown beside dense (default teal)")
+    demo.add_argument("--budget", type=_budget, default=0.5, help="budget of the sparse rows (default 0.5)")
     demo.add_argument("--repeats", type=_positive, default=5, help="timed rounds per configuration")
     demo.add_argument("--json", help="write all results to this JSON file")
     demo.set_defaults(run=cmd_demo)
