@@ -33,7 +33,7 @@ def bench_dir(directory: str, budgets: list[float], repeats: int, n_tokens: int)
                 module(x)
         return (time.perf_counter() - start) / len(tokens)
 
-    configs = [1.0, *budgets]
+    configs = [1.0, *(b for b in budgets if b >= modules[0].min_budget - 1e-6)]
     seconds: dict[float, list[float]] = {b: [] for b in configs}
     compute = {}
     with torch.inference_mode():

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_model
+from conftest import FAMILIES, tiny_model
 from ponder.adaptive import adaptive_modules, convert, full_budget, get_budget, load, save_adaptive, set_budget
 from ponder.data import load_text
 from ponder.errors import PonderError
@@ -35,10 +35,8 @@ def calib_ids(tokenizer):
     return torch.tensor(ids).view(2, 512)
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize(("family", "method"), [(f, m) for f in FAMILIES for m in METHOD_NAMES if applicable(f, m)])
 def test_exact_at_full_budget(family, method, tokenizer):
-    if not applicable(family, method):
-        pytest.skip(f"{method} does not apply to {family}")
     ids = torch.randint(2, 200, (2, 17), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = tiny_model(family)(ids).logits
@@ -175,3 +173,17 @@ def test_capture_shapes(tokenizer):
     model = tiny_model("qwen2")
     inputs = capture_ffn_inputs(model, tokenizer, load_text("wikitext2-valid"), tokens=1024, progress=False)
     assert [tuple(t.shape) for t in inputs] == [(1024, 32), (1024, 32)]
+
+
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_predictor_block_importance_is_block_output_norm(block_size):
+    from ponder.adaptive import replace_ffns
+    from ponder.methods.predictor import PredictorConfig
+
+    module = replace_ffns(tiny_model("llama"), "predictor", PredictorConfig(block_size=block_size))[0]
+    x = torch.randn(10, 32)
+    with torch.no_grad():
+        h = module.intermediate(x).view(10, module.blocks, block_size)  # [N, B, S]
+        rows = module.down_t.view(module.blocks, block_size, -1)  # [B, S, D]
+        expected = torch.einsum("nbs,bsd->nbd", h, rows).norm(dim=-1)  # [N, B]
+        torch.testing.assert_close(module.block_importance(x), expected, rtol=1e-4, atol=1e-6)

@@ -58,7 +58,7 @@ def library() -> ctypes.CDLL | None:
         return None
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.rows_dot.argtypes = [pointer, pointer, pointer, i64, i64, pointer]
-    lib.rows_axpy.argtypes = [pointer, pointer, pointer, i64, i64, pointer, pointer]
+    lib.rows_axpy.argtypes = [pointer, pointer, pointer, i64, i64, pointer]
     lib.glu_rows.argtypes = [pointer] * 7 + [i64, i64, ctypes.c_int, pointer, pointer]
     lib.teal_ffn.argtypes = [pointer] * 3 + [i64, i64, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int]
     lib.teal_ffn.argtypes += [pointer] * 4
@@ -88,10 +88,6 @@ def _workspace(name: str, size: int, dtype: torch.dtype = torch.float32) -> torc
     return buffer
 
 
-def _scratch(size: int) -> torch.Tensor:
-    return _workspace("scratch", torch.get_num_threads() * size)
-
-
 def rows_dot(x: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """weight[index] @ x without reading other rows. x [D], weight [F, D] fp32, index [k] int64 → [k]."""
     _check(x, weight, index)
@@ -104,10 +100,7 @@ def rows_axpy(coef: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> 
     """coef @ weight[index] without reading other rows. coef [k], weight [F, D], index [k] → [D]."""
     _check(coef, weight, index)
     out = coef.new_empty(weight.shape[1])
-    scratch = _scratch(weight.shape[1])
-    library().rows_axpy(
-        _ptr(coef), _ptr(weight), _ptr(index), index.numel(), weight.shape[1], _ptr(out), _ptr(scratch)
-    )
+    library().rows_axpy(_ptr(coef), _ptr(weight), _ptr(index), index.numel(), weight.shape[1], _ptr(out))
     return out
 
 
@@ -125,7 +118,7 @@ def glu_rows(
     _check(x, gate, up, down_t, index, gate_bias, up_bias)
     D = up.shape[1]
     out = x.new_empty(D)
-    scratch = _scratch(D)
+    scratch = _workspace("scratch", torch.get_num_threads() * D)
     library().glu_rows(
         _ptr(x),
         _ptr(gate),

@@ -6,7 +6,6 @@
  */
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 #include <omp.h>
 
 static inline float dot(const float *restrict a, const float *restrict b, int64_t n) {
@@ -25,67 +24,6 @@ static inline float activate(float v, int act) {
     }
 }
 
-/* out[j] = W[idx[j]] . x  for j < k  (gate or up pre-activations of the active neurons) */
-void rows_dot(const float *x, const float *W, const int64_t *idx, int64_t k, int64_t D, float *out) {
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < k; j++) out[j] = dot(W + idx[j] * D, x, D);
-}
-
-/* y[D] = sum_j coef[j] * W[idx[j]]  (down projection of the active neurons); scratch holds threads x D floats */
-void rows_axpy(const float *coef, const float *W, const int64_t *idx, int64_t k, int64_t D, float *y,
-               float *scratch) {
-    int threads = omp_get_max_threads();
-    memset(scratch, 0, sizeof(float) * threads * D);
-#pragma omp parallel
-    {
-        float *acc = scratch + omp_get_thread_num() * D;
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < k; j++) {
-            const float *row = W + idx[j] * D;
-            const float c = coef[j];
-#pragma omp simd
-            for (int64_t d = 0; d < D; d++) acc[d] += c * row[d];
-        }
-    }
-    for (int64_t d = 0; d < D; d++) {
-        float s = 0.f;
-        for (int t = 0; t < threads; t++) s += scratch[t * D + d];
-        y[d] = s;
-    }
-}
-
-/* Whole GLU FFN over active neurons: y = sum_j act(g_j) * u_j * down_t[idx[j]], g_j/u_j from gate/up rows.
- * gate == NULL gives the plain FFN y = sum_j act(u_j) * down_t[idx[j]]. Biases may be NULL. */
-void glu_rows(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
-              const float *up_bias, const int64_t *idx, int64_t k, int64_t D, int act, float *y, float *scratch) {
-    int threads = omp_get_max_threads();
-    memset(scratch, 0, sizeof(float) * threads * D);
-#pragma omp parallel
-    {
-        float *acc = scratch + omp_get_thread_num() * D;
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < k; j++) {
-            const int64_t i = idx[j];
-            float u = dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f);
-            float a;
-            if (gate) {
-                float g = dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f);
-                a = activate(g, act) * u;
-            } else {
-                a = activate(u, act);
-            }
-            const float *row = down_t + i * D;
-#pragma omp simd
-            for (int64_t d = 0; d < D; d++) acc[d] += a * row[d];
-        }
-    }
-    for (int64_t d = 0; d < D; d++) {
-        float s = 0.f;
-        for (int t = 0; t < threads; t++) s += scratch[t * D + d];
-        y[d] = s;
-    }
-}
-
 /* y[0:n) = sum over rows j in idx of coef[j] * W[idx[j]][0:n); rows have length `stride`. Threads split the columns,
  * so each reads its own contiguous part of every active row and no reduction is needed. */
 static void axpy_columns(const float *coef, const float *W, const int64_t *idx, int64_t k, int64_t n,
@@ -101,6 +39,48 @@ static void axpy_columns(const float *coef, const float *W, const int64_t *idx, 
 #pragma omp simd
             for (int64_t d = lo; d < hi; d++) y[d] += c * row[d];
         }
+    }
+}
+
+/* out[j] = W[idx[j]] . x  for j < k  (gate or up pre-activations of the active neurons) */
+void rows_dot(const float *x, const float *W, const int64_t *idx, int64_t k, int64_t D, float *out) {
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < k; j++) out[j] = dot(W + idx[j] * D, x, D);
+}
+
+/* y[D] = sum_j coef[j] * W[idx[j]]  (down projection of the active neurons) */
+void rows_axpy(const float *coef, const float *W, const int64_t *idx, int64_t k, int64_t D, float *y) {
+    axpy_columns(coef, W, idx, k, D, D, y);
+}
+
+/* Whole GLU FFN over active neurons: y = sum_j act(g_j) * u_j * down_t[idx[j]], g_j/u_j from gate/up rows.
+ * gate == NULL gives the plain FFN y = sum_j act(u_j) * down_t[idx[j]]. Biases may be NULL.
+ * Each neuron is finished (gate, up, down rows) before the next, into per-thread accumulators: measured faster
+ * than a coefficient pass followed by axpy_columns (benchmarks/ffn_kernels.py, blocks of 32 at half the neurons:
+ * 1.61-1.76x over dense against 1.53-1.56x).
+ * scratch: threads x D floats. */
+void glu_rows(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
+              const float *up_bias, const int64_t *idx, int64_t k, int64_t D, int act, float *y, float *scratch) {
+    int threads = omp_get_max_threads();
+#pragma omp parallel
+    {
+        float *acc = scratch + omp_get_thread_num() * D;
+        for (int64_t d = 0; d < D; d++) acc[d] = 0.f;
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < k; j++) {
+            const int64_t i = idx[j];
+            float u = dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f);
+            float a = gate ? activate(dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act) * u
+                           : activate(u, act);
+            const float *row = down_t + i * D;
+#pragma omp simd
+            for (int64_t d = 0; d < D; d++) acc[d] += a * row[d];
+        }
+    }
+    for (int64_t d = 0; d < D; d++) {
+        float s = 0.f;
+        for (int t = 0; t < threads; t++) s += scratch[t * D + d];
+        y[d] = s;
     }
 }
 

@@ -52,7 +52,8 @@ def results_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         if "skipped" in r and "perplexity" not in r:
-            lines.append(f"| {r['method']} | {r['budget']:.2f} | skipped: {r['skipped']} | | | |")
+            reason = r["skipped"].split(":")[0]  # the message's first clause; the JSON record keeps all of it
+            lines.append(f"| {r['method']} | {r['budget']:.2f} | skipped ({reason}) | | | |")
             continue
         if "perplexity" not in r:
             continue

@@ -47,10 +47,11 @@ class PredictorFFN(SparseFFN):
         Regressed on its raw scale (not log): the large contributions decide quality, and a log target spent the
         predictor's capacity on near-zero blocks (relative output error 0.43 vs 0.47 at half the neurons, layer 5).
         """
-        h = self.intermediate(x)  # [N, F]
-        S = self.config.block_size
-        contrib = torch.einsum("nbs,bsd->nbd", h.view(-1, self.blocks, S), self.down_t.view(self.blocks, S, -1))
-        return contrib.norm(dim=-1)  # [N, B]
+        h = self.intermediate(x).view(x.shape[0], self.blocks, -1)  # [N, B, S]
+        # ‖Σ_s h_s d_s‖² = hᵀ G h with G the Gram matrix of the block's down rows: memory N·B·S, not N·B·D.
+        rows = self.down_t.view(self.blocks, self.config.block_size, -1)  # [B, S, D]
+        gram = rows @ rows.transpose(1, 2)  # [B, S, S]
+        return torch.einsum("nbs,bst,nbt->nb", h, gram, h).clamp_min(0).sqrt()  # [N, B]
 
     def calibrate(self, inputs: torch.Tensor) -> None:
         config = self.config
