@@ -1,4 +1,5 @@
-"""The C gather kernels against plain PyTorch on random inputs and random active sets."""
+"""The C GLU gather kernel against plain PyTorch on random inputs and random active sets (the fused teal and cats
+kernels are tested against their methods' reference paths in test_methods.py)."""
 
 import pytest
 import torch
@@ -13,23 +14,6 @@ ACTS = {
     "silu": torch.nn.functional.silu,
     "gelu_pytorch_tanh": lambda v: torch.nn.functional.gelu(v, approximate="tanh"),
 }
-
-
-def case(seed: int, rows: int, dim: int, active: int):
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(rows, dim, generator=g)
-    x = torch.randn(dim, generator=g)
-    index = torch.randperm(rows, generator=g)[:active].sort().values
-    return weight, x, index
-
-
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), rows=st.integers(1, 300), dim=st.integers(1, 200), share=st.floats(0, 1))
-def test_rows_dot_and_axpy(seed, rows, dim, share):
-    weight, x, index = case(seed, rows, dim, int(rows * share))
-    torch.testing.assert_close(native.rows_dot(x, weight, index), weight[index] @ x, rtol=1e-5, atol=1e-5)
-    coef = torch.randn(index.numel())
-    torch.testing.assert_close(native.rows_axpy(coef, weight, index), coef @ weight[index], rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=30, deadline=None)

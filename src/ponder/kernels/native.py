@@ -57,13 +57,11 @@ def library() -> ctypes.CDLL | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.rows_dot.argtypes = [pointer, pointer, pointer, i64, i64, pointer]
-    lib.rows_axpy.argtypes = [pointer, pointer, pointer, i64, i64, pointer]
     lib.glu_rows.argtypes = [pointer] * 7 + [i64, i64, ctypes.c_int, pointer, pointer]
     lib.teal_ffn.argtypes = [pointer] * 3 + [i64, i64, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int]
     lib.teal_ffn.argtypes += [pointer] * 4
     lib.cats_ffn.argtypes = [pointer] * 6 + [i64, i64, ctypes.c_float, ctypes.c_int] + [pointer] * 4
-    for fn in (lib.rows_dot, lib.rows_axpy, lib.glu_rows, lib.teal_ffn, lib.cats_ffn):
+    for fn in (lib.glu_rows, lib.teal_ffn, lib.cats_ffn):
         fn.restype = None
     return lib
 
@@ -86,22 +84,6 @@ def _workspace(name: str, size: int, dtype: torch.dtype = torch.float32) -> torc
     if buffer is None or buffer.numel() < size:
         buffer = _WORKSPACE[(name, dtype)] = torch.empty(size, dtype=dtype)
     return buffer
-
-
-def rows_dot(x: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """weight[index] @ x without reading other rows. x [D], weight [F, D] fp32, index [k] int64 → [k]."""
-    _check(x, weight, index)
-    out = x.new_empty(index.numel())
-    library().rows_dot(_ptr(x), _ptr(weight), _ptr(index), index.numel(), weight.shape[1], _ptr(out))
-    return out
-
-
-def rows_axpy(coef: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """coef @ weight[index] without reading other rows. coef [k], weight [F, D], index [k] → [D]."""
-    _check(coef, weight, index)
-    out = coef.new_empty(weight.shape[1])
-    library().rows_axpy(_ptr(coef), _ptr(weight), _ptr(index), index.numel(), weight.shape[1], _ptr(out))
-    return out
 
 
 def glu_rows(

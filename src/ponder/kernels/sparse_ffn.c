@@ -42,17 +42,6 @@ static void axpy_columns(const float *coef, const float *W, const int64_t *idx, 
     }
 }
 
-/* out[j] = W[idx[j]] . x  for j < k  (gate or up pre-activations of the active neurons) */
-void rows_dot(const float *x, const float *W, const int64_t *idx, int64_t k, int64_t D, float *out) {
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < k; j++) out[j] = dot(W + idx[j] * D, x, D);
-}
-
-/* y[D] = sum_j coef[j] * W[idx[j]]  (down projection of the active neurons) */
-void rows_axpy(const float *coef, const float *W, const int64_t *idx, int64_t k, int64_t D, float *y) {
-    axpy_columns(coef, W, idx, k, D, D, y);
-}
-
 /* Whole GLU FFN over active neurons: y = sum_j act(g_j) * u_j * down_t[idx[j]], g_j/u_j from gate/up rows.
  * gate == NULL gives the plain FFN y = sum_j act(u_j) * down_t[idx[j]]. Biases may be NULL.
  * Each neuron is finished (gate, up, down rows) before the next, into per-thread accumulators: measured faster
