@@ -66,6 +66,8 @@ def test_generate_prints_text(capsys, saved_model):
         (("convert", "{model}", "--method", "teal", "-o", "{opt}"), "exists: pass --overwrite"),
         (("convert", "{model}", "--method", "teal", "-o", "{fresh}", "--calib", "{empty}"), "is empty"),
         (("eval", "{corrupt}"), "unreadable"),
+        (("eval", "{model}", "--task", "mmlu"), "unknown task 'mmlu'"),
+        (("demo", "--model", "{model}", "--method", "nope"), "unknown method 'nope'"),
     ],
 )
 def test_errors_are_one_line_exit_2_no_output(capsys, tmp_path, saved_model, argv, message):

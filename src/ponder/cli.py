@@ -89,11 +89,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _eval_task(args: argparse.Namespace) -> None:
     from ponder.adaptive import get_budget
-    from ponder.eval.tasks import TASKS, evaluate_task
+    from ponder.eval.tasks import check_task, evaluate_task
     from ponder.report.terminal import render_task
 
-    if args.task not in TASKS:
-        raise PonderError(f"unknown task '{args.task}': choose one of {', '.join(TASKS)}")
+    check_task(args.task)  # before the slow model load
     model, tokenizer = _load(args)
     result = evaluate_task(
         model, tokenizer, args.task, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet
@@ -126,8 +125,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from ponder.data import EVAL_DEFAULT, load_text
     from ponder.eval import perplexity
     from ponder.inference.bench import benchmark
+    from ponder.methods import get_method
     from ponder.report.terminal import console, render_bench, render_eval
 
+    get_method(args.method)  # an unknown method fails now, not after the dense evaluation
     start = time.perf_counter()
     model, tokenizer = _load(args, apply_budget=False)  # the budget applies after conversion
     text = load_text(EVAL_DEFAULT)

@@ -26,6 +26,13 @@ from ponder.stats import ComputeMeter
 TASKS = ("piqa",)
 
 
+def check_task(task: str) -> str:
+    """The task name, or a clear error listing the bundled tasks."""
+    if task not in TASKS:
+        raise PonderError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
+    return task
+
+
 @dataclass
 class TaskResult:
     task: str
@@ -118,8 +125,7 @@ def evaluate_task(
     progress: bool = True,
 ) -> TaskResult:
     """Zero-shot accuracy of `model` on `task` (only 'piqa' is bundled)."""
-    if task not in TASKS:
-        raise PonderError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
+    check_task(task)
     items = load_piqa(limit)
     choices = piqa_choices(tokenizer, items)
     if any(not choice.context or not choice.continuation for choice in choices):

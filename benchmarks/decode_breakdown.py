@@ -1,0 +1,64 @@
+"""Where a lean decode step's time goes: the whole step, the step with every FFN replaced by the identity, and
+the lm_head alone, interleaved in one process (median ms per token).
+
+    python benchmarks/decode_breakdown.py [--repeats 7] [--steps 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from ponder.inference import LeanDecoder
+from ponder.inference.bench import prompt_ids
+from ponder.models import DEFAULT_MODEL, load
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=64)
+    args = parser.parse_args()
+    model, tokenizer = load(DEFAULT_MODEL)
+    decoder = LeanDecoder(model, max_len=64 + args.steps)
+    runner = decoder.runner
+    prompt = prompt_ids(tokenizer, 64)
+    token = prompt[:, -1:]
+    ffns = [layer.ffn for layer in runner.layers]
+    hidden = torch.randn(1, model.config.hidden_size)
+
+    def steps(with_ffn: bool) -> float:
+        for layer, ffn in zip(runner.layers, ffns, strict=True):
+            layer.ffn = ffn if with_ffn else (lambda h: h)
+        runner.reset(1)
+        runner.forward(prompt)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            runner.forward(token)
+        return (time.perf_counter() - start) / args.steps
+
+    def lm_head() -> float:
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            model.lm_head(hidden)
+        return (time.perf_counter() - start) / args.steps
+
+    cases = {"full step": lambda: steps(True), "step without FFN": lambda: steps(False), "lm_head alone": lm_head}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    with torch.inference_mode():
+        for fn in cases.values():
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in cases.items():
+                times[name].append(fn())
+    median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    for name, t in times.items():
+        print(f"{name:18s} {median[name]:7.2f} ms  ({min(t) * 1e3:.2f}-{max(t) * 1e3:.2f})")
+    print(f"{'FFN (difference)':18s} {median['full step'] - median['step without FFN']:7.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
