@@ -48,3 +48,18 @@ def test_records_are_json_lines(saved_model, tmp_path):
     for line in (tmp_path / RESULTS).read_text().splitlines():
         record = json.loads(line)
         assert {"method", "budget"} <= record.keys()
+
+
+def test_sweep_adds_task_accuracy_to_finished_points(saved_model, tmp_path):
+    sweep(str(saved_model), ["teal"], [1.0, 0.5], tmp_path, **SMALL)
+    before = read_records(tmp_path)
+    records = sweep(str(saved_model), ["teal"], [1.0, 0.5], tmp_path, task="piqa", task_limit=4, **SMALL)
+    added = records[len(before) :]
+    assert sorted((r["method"], r["budget"]) for r in added) == [("dense", 1.0), ("teal", 0.5), ("teal", 1.0)]
+    assert all("perplexity" not in r and r["task_n"] == 4 for r in added)  # perplexity was not run again
+    rows = {(r["method"], r["budget"]): r for r in merged(read_records(tmp_path))}
+    assert rows["teal", 1.0]["acc"] == rows["dense", 1.0]["acc"]
+    assert rows["teal", 0.5]["task_ffn_compute"] < 0.8 < rows["dense", 1.0]["task_ffn_compute"]
+    paths = pareto_plot(list(rows.values()), tmp_path / "report")
+    assert "task accuracy" in paths[1].read_text()  # the accuracy panel is drawn
+    assert "| teal | 0.50 |" in results_table(list(rows.values()))

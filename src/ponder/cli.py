@@ -223,6 +223,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         args.output,
         windows=args.windows,
         calibration_tokens=args.calib_tokens,
+        task=args.task,
+        task_limit=args.task_limit,
         bench=args.bench,
         bench_repeats=args.repeats,
         progress=not args.quiet,
@@ -302,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("-o", "--output", type=Path, required=True, help="sweep directory (reused to resume)")
     sw.add_argument("--windows", type=_positive, default=20)
     sw.add_argument("--calib-tokens", type=_positive, default=8192)
+    sw.add_argument("--task", default=None, help="also score zero-shot accuracy on this task at every point: piqa")
+    sw.add_argument("--task-limit", type=_positive, default=None, help="first N task items only")
     sw.add_argument("--bench", action="store_true", help="also time decode/prefill per budget (same process)")
     sw.add_argument("--repeats", type=_positive, default=5, help="timed rounds when --bench")
     sw.set_defaults(run=cmd_sweep)

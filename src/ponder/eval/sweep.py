@@ -14,6 +14,7 @@ from ponder.adaptive import convert, load, save_adaptive, set_budget
 from ponder.data import EVAL_DEFAULT, load_text
 from ponder.errors import PonderError
 from ponder.eval.perplexity import perplexity
+from ponder.eval.tasks import TaskResult, check_task, evaluate_task
 from ponder.inference.bench import benchmark
 from ponder.methods import get_method
 
@@ -47,6 +48,14 @@ def _done(records: list[dict], method: str, budget: float, key: str) -> bool:
     return any(r["method"] == method and r["budget"] == budget and key in r for r in records)
 
 
+def _task_record(result: TaskResult) -> dict:
+    """Task fields named so they do not collide with the perplexity record's when the two are merged."""
+    fields = result.as_dict()
+    fields["task_n"] = fields.pop("n")
+    fields["task_ffn_compute"] = fields.pop("ffn_compute")
+    return fields
+
+
 def sweep(
     model_name: str,
     methods: list[str],
@@ -57,23 +66,34 @@ def sweep(
     window_len: int = 1024,
     data: str = EVAL_DEFAULT,
     calibration_tokens: int = 8192,
+    task: str | None = None,
+    task_limit: int | None = None,
     bench: bool = False,
     bench_repeats: int = 5,
     progress: bool = True,
 ) -> list[dict]:
-    """Evaluate (and optionally time) every method at every budget; returns all records."""
+    """Evaluate (and optionally score a task and time) every method at every budget; returns all records."""
     for method in methods:
         get_method(method)  # unknown names fail before any work
+    if task is not None:
+        check_task(task)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     text = load_text(data)
     records = read_records(directory)
-    if not _done(records, "dense", 1.0, "perplexity"):
-        model, tokenizer = load(model_name)
-        result = perplexity(model, tokenizer, text, windows=windows, window_len=window_len, progress=progress)
-        record = {"method": "dense", "budget": 1.0, **result.as_dict(), "model": model_name, "data": data}
-        append_record(directory, record)
-        records.append(record)
+
+    def measure(model, tokenizer, method: str, budget: float) -> None:
+        """Every quality record of one point that is not on disk yet."""
+        point = {"method": method, "budget": budget}
+        if not _done(records, method, budget, "perplexity"):
+            result = perplexity(model, tokenizer, text, windows=windows, window_len=window_len, progress=progress)
+            _append(directory, records, {**point, **result.as_dict(), "model": model_name, "data": data})
+        if task is not None and not _done(records, method, budget, "acc"):
+            result = evaluate_task(model, tokenizer, task, limit=task_limit, progress=progress)
+            _append(directory, records, {**point, **_task_record(result)})
+
+    if not all(_done(records, "dense", 1.0, key) for key in ["perplexity"] + (["acc"] if task else [])):
+        measure(*load(model_name), "dense", 1.0)
     for method in methods:
         converted = directory / "models" / method
         if not converted.exists():
@@ -87,25 +107,23 @@ def sweep(
                 set_budget(model, budget)
             except PonderError as e:
                 if not _done(records, method, budget, "skipped"):
-                    record = {"method": method, "budget": budget, "skipped": str(e)}
-                    append_record(directory, record)
-                    records.append(record)
+                    _append(directory, records, {"method": method, "budget": budget, "skipped": str(e)})
                 continue
             usable.append(budget)
-            if _done(records, method, budget, "perplexity"):
-                continue
-            result = perplexity(model, tokenizer, text, windows=windows, window_len=window_len, progress=progress)
-            record = {"method": method, "budget": budget, **result.as_dict(), "model": model_name, "data": data}
-            append_record(directory, record)
-            records.append(record)
+            measure(model, tokenizer, method, budget)
         timed = [b for b in usable if b < 1.0 and not _done(records, method, b, "decode_speedup")]
         if bench and timed:
             speed = benchmark(model, tokenizer, budgets=timed, repeats=bench_repeats, progress=progress)
             for row in speed["budgets"]:
-                record = {"method": method, **row, "dense_decode_tok_s": speed["dense"]["decode_tok_s"]}
-                append_record(directory, record)
-                records.append(record)
+                _append(
+                    directory, records, {"method": method, **row, "dense_decode_tok_s": speed["dense"]["decode_tok_s"]}
+                )
     return records
+
+
+def _append(directory: Path, records: list[dict], record: dict) -> None:
+    append_record(directory, record)
+    records.append(record)
 
 
 def merged(records: list[dict]) -> list[dict]:

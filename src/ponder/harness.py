@@ -1,0 +1,71 @@
+"""lm-evaluation-harness model type `ponder`: any lm-eval task on an adaptive model at a chosen budget.
+
+lm-eval finds model types only among modules it has imported, so run it through this module, which registers
+`ponder` and then hands the command line to lm-eval unchanged:
+
+    python -m ponder.harness run --model ponder --model_args path=DIR,budget=0.5 --tasks piqa
+
+From Python, `import ponder.harness` before `lm_eval.simple_evaluate(model="ponder", ...)`. The results' config
+gains `ponder_method`, `ponder_budget` and the achieved `ponder_ffn_compute` over everything lm-eval ran.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ponder.adaptive import get_budget, load, set_budget
+from ponder.errors import PonderError
+from ponder.stats import ComputeMeter
+
+try:
+    from lm_eval.api.registry import register_model
+    from lm_eval.models.huggingface import HFLM
+except ImportError as e:  # lm-eval is an optional extra
+    raise PonderError("lm-evaluation-harness is not installed: pip install 'ponder[lm-eval]'") from e
+
+
+@register_model("ponder")
+class PonderLM(HFLM):
+    """lm-eval's Hugging Face model class around a model loaded by `ponder.load`, its budget set first.
+
+    `path` is anything `ponder.load` accepts (a converted directory, an HF directory, a .gguf file or an alias);
+    the other keyword arguments are lm-eval's HF options (batch_size, max_length, ...).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        budget: float | None = None,
+        dtype: str = "float32",
+        threads: int | None = None,
+        **kwargs,
+    ) -> None:
+        model, tokenizer = load(str(path), dtype=dtype, threads=threads)
+        if budget is not None:
+            set_budget(model, float(budget))
+        super().__init__(pretrained=model, tokenizer=tokenizer, **kwargs)
+        self.path = str(path)
+        self.meter = ComputeMeter(model).__enter__()  # counts every forward lm-eval makes
+
+    def get_model_info(self) -> dict:
+        """Model facts for lm-eval's results, without lm-eval's hub lookups (ponder runs offline)."""
+        report = self.meter.report
+        return {
+            "model_num_parameters": self.model.num_parameters(),
+            "model_dtype": str(self.model.dtype),
+            "ponder_path": self.path,
+            "ponder_method": getattr(self.model, "ponder_config", {}).get("method", "dense"),
+            "ponder_budget": get_budget(self.model),
+            "ponder_ffn_compute": report.ffn_compute if report.tokens else None,
+        }
+
+
+def main() -> None:
+    from lm_eval.__main__ import cli_evaluate
+
+    sys.argv[0] = "python -m ponder.harness"
+    cli_evaluate()
+
+
+if __name__ == "__main__":
+    main()
