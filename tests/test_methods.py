@@ -95,7 +95,7 @@ def test_decode_executor_equals_reference(method, tokenizer):
         for module in modules:
             module.pop_compute()
             with torch.no_grad():
-                fast = module.decode_forward(x)
+                fast = module.fast_forward(x)
                 fast_macs = module.pop_compute()[1]
                 reference = module.reference_forward(x)
             torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
@@ -187,3 +187,24 @@ def test_predictor_block_importance_is_block_output_norm(block_size):
         rows = module.down_t.view(module.blocks, block_size, -1)  # [B, S, D]
         expected = torch.einsum("nbs,bsd->nbd", h, rows).norm(dim=-1)  # [N, B]
         torch.testing.assert_close(module.block_importance(x), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_trace_matches_meter(method, tokenizer):
+    from ponder.stats import ComputeTrace
+
+    model = converted("llama", method, tokenizer)
+    set_budget(model, 0.6)
+    ids = torch.randint(2, 200, (1, 24), generator=torch.Generator().manual_seed(4))
+    runner = LeanDecoder(model).runner
+    with torch.no_grad(), ComputeMeter(model) as meter, ComputeTrace(model) as trace:
+        model(ids)
+        batched = trace.pop()  # [24, layers]
+        runner.reset(1)
+        for t in range(ids.shape[1]):
+            runner.forward(ids[:, t : t + 1])
+        stepwise = trace.pop()
+    assert batched.shape == stepwise.shape == (24, 2)
+    assert float(batched.mean()) == pytest.approx(meter.report.ffn_compute, rel=1e-6, abs=1e-9)  # same work
+    assert len(set(batched.flatten().tolist())) > 1  # tokens differ: the trace is per token, not an average
+    torch.testing.assert_close(stepwise, batched)  # one token at a time spends what the batch spent per token

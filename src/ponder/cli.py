@@ -172,12 +172,46 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if ids.shape[1] == 0:
         raise PonderError("the prompt is empty: give some text to continue")
     decoder = LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens)
+    if args.show_compute:
+        return _generate_with_compute(args, model, tokenizer, decoder, ids)
     start = time.perf_counter()
     out = decoder.generate(ids, args.max_new_tokens, eos_token_id=tokenizer.eos_token_id)
     seconds = time.perf_counter() - start
     new = out[0, ids.shape[1] :]
     console.print(tokenizer.decode(new, skip_special_tokens=True), highlight=False, markup=False)
     console.print(f"[dim]{len(new)} tokens in {seconds:.2f} s ({len(new) / seconds:.1f} tok/s)[/]")
+
+
+def _generate_with_compute(args: argparse.Namespace, model, tokenizer, decoder, ids) -> None:
+    """Stream the answer, each token shaded by the FFN compute of the forward pass that chose it."""
+    from rich.text import Text
+
+    from ponder.report.html import shade
+    from ponder.report.terminal import console
+    from ponder.stats import ComputeTrace
+
+    new: list[int] = []
+    spent: list[float] = []
+    shown = ""
+
+    def show(token) -> None:
+        nonlocal shown
+        spent.append(float(trace.pop()[-1].mean()))  # the last position's forward chose this token
+        new.append(int(token[0]))
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # hold back half a UTF-8 character until its other bytes arrive
+            console.print(Text(text[len(shown) :], style=f"black on {shade(spent[-1])}"), end="")
+            shown = text
+
+    with ComputeTrace(model) as trace:
+        start = time.perf_counter()
+        decoder.generate(ids, args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, on_token=show)
+        seconds = time.perf_counter() - start
+    console.print(tokenizer.decode(new, skip_special_tokens=True)[len(shown) :], highlight=False, markup=False)
+    console.print(
+        f"[dim]{len(new)} tokens in {seconds:.2f} s ({len(new) / seconds:.1f} tok/s, display included); "
+        f"mean FFN compute {sum(spent) / len(spent):.3f} of dense (white = none, red = dense)[/]"
+    )
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -210,6 +244,22 @@ def cmd_convert(args: argparse.Namespace) -> None:
     console.print(f"converted {args.model} with {args.method} in {time.perf_counter() - start:.0f} s → {args.output}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from ponder.export import export_slice, nested_modules, static_learners
+    from ponder.report.terminal import console
+
+    if args.output.exists() and not args.overwrite:
+        raise PonderError(f"output '{args.output}' exists: pass --overwrite or choose another -o")
+    model, tokenizer = _load(args, apply_budget=False)
+    nested_modules(model)
+    k = static_learners(model, args.width)
+    sliced = export_slice(model, tokenizer, args.width, args.output)
+    console.print(
+        f"wrote {args.output}: {k}/{nested_modules(model)[0].learners} learners per FFN, "
+        f"{sliced.num_parameters() / 1e6:.1f} M parameters (was {model.num_parameters() / 1e6:.1f} M)"
+    )
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from ponder.eval.sweep import merged, sweep
     from ponder.io import write_text_atomic
@@ -235,6 +285,35 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     paths = pareto_plot(rows, args.output / "report")
     console.print(table, markup=False, highlight=False)
     console.print(f"plots: {', '.join(str(p) for p in paths)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from ponder.adaptive import load, set_budget
+    from ponder.data import load_text
+    from ponder.eval.sweep import merged, read_records
+    from ponder.report.html import compute_heatmap, render_report, write_report
+    from ponder.report.plots import pareto_plot
+    from ponder.report.terminal import console
+
+    rows = merged(read_records(args.directory))
+    if not rows:
+        raise PonderError(f"no sweep results in '{args.directory}': run `ponder sweep MODEL ... -o {args.directory}`")
+    models = args.directory / "models"
+    methods = sorted(p.name for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+    method = args.method or (methods[0] if methods else None)
+    if method is not None and method not in methods:
+        raise PonderError(f"no converted '{method}' model in {models}: choose one of {', '.join(methods) or 'none'}")
+    text = load_text(args.text)
+    output = args.output or args.directory / "report" / "index.html"
+    svg = pareto_plot(rows, output.parent)[1].read_text()
+    heatmap = None
+    if method is not None:
+        model, tokenizer = load(str(models / method), dtype=args.dtype, threads=args.threads)
+        set_budget(model, args.budget)
+        heatmap = compute_heatmap(model, tokenizer, text, max_tokens=args.tokens)
+    model_name = next((r["model"] for r in rows if "model" in r), str(args.directory))
+    page = render_report(rows, plot_svg=svg, heatmap=heatmap, title=f"ponder sweep: {model_name}")
+    console.print(f"report: {write_report(page, output)}")
 
 
 def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
@@ -288,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = commands.add_parser("convert", help="make a model adaptive with a method, calibrated on held-out text")
     _common(conv)
-    conv.add_argument("--method", required=True, help="teal, cats or predictor")
+    conv.add_argument("--method", required=True, help="teal, cats, predictor or nested")
     conv.add_argument("-o", "--output", type=Path, required=True, help="directory for the converted model")
     conv.add_argument("--budget", type=_budget, default=None, help="budget saved with the model (default 1)")
     conv.add_argument("--calib", default="wikitext2-valid", help="calibration text (never the evaluation text)")
@@ -296,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--min-budget", type=_budget, default=None, help="lowest budget to calibrate")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     conv.set_defaults(run=cmd_convert)
+
+    ex = commands.add_parser("export", help="write a nested model at one static width as a plain HF checkpoint")
+    _common(ex)
+    ex.add_argument("--width", type=_budget, required=True, help="fraction of FFN neurons kept in every layer")
+    ex.add_argument("-o", "--output", type=Path, required=True, help="directory for the HF checkpoint")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    ex.set_defaults(run=cmd_export)
 
     sw = commands.add_parser("sweep", help="evaluate methods x budgets; table and Pareto plot (resumable)")
     _common(sw)
@@ -310,12 +396,25 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--repeats", type=_positive, default=5, help="timed rounds when --bench")
     sw.set_defaults(run=cmd_sweep)
 
+    rep = commands.add_parser("report", help="one self-contained HTML page: sweep table, plots, compute heatmap")
+    rep.add_argument("directory", type=Path, help="a `ponder sweep` output directory")
+    rep.add_argument("--method", default=None, help="method of the heatmap (default: the first converted)")
+    rep.add_argument("--budget", type=_budget, default=0.5, help="budget of the heatmap (default 0.5)")
+    rep.add_argument("--text", default="wikitext2", help="text of the heatmap: bundled name or .txt/.jsonl file")
+    rep.add_argument("--tokens", type=_positive, default=200, help="tokens shown in the heatmap (default 200)")
+    rep.add_argument("-o", "--output", type=Path, default=None, help="HTML file (default DIR/report/index.html)")
+    rep.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    rep.add_argument("--threads", type=_positive, default=None, help="torch intra-op threads")
+    rep.add_argument("--quiet", action="store_true", help="no progress bars")
+    rep.set_defaults(run=cmd_report)
+
     gen = commands.add_parser("generate", help="greedy generation with the lean decoder")
     _common(gen)
     gen.add_argument("prompt")
     gen.add_argument("--max-new-tokens", type=_positive, default=64)
     gen.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
     gen.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
+    gen.add_argument("--show-compute", action="store_true", help="stream tokens shaded by the FFN compute used")
     gen.set_defaults(run=cmd_generate)
     return parser
 

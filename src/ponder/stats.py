@@ -162,3 +162,51 @@ def decode_weight_bytes(model: nn.Module, ffn_bytes_fraction: float = 1.0) -> fl
     for layer in decoder_layers(model):
         ffn_bytes += _dense_cost(getattr(layer, arch.ffn), arch)[1]
     return total - ffn_bytes * (1.0 - ffn_bytes_fraction)
+
+
+class ComputeTrace:
+    """Context manager recording, per token and layer, the fraction of dense FFN work that token used.
+
+    >>> with ComputeTrace(model) as trace:
+    ...     model(input_ids)           # [1, T]
+    ...     fractions = trace.pop()    # [T, layers]; dense FFNs count 1.0
+
+    Rows follow the order tokens passed through the FFNs (batch-major for [B, T] inputs).
+    """
+
+    def __init__(self, model: nn.Module):
+        arch = architecture_of(model)
+        self._ffns = [getattr(layer, arch.ffn) for layer in decoder_layers(model)]
+        self._layers: list[list[torch.Tensor]] = [[] for _ in self._ffns]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, index: int):
+        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if hasattr(module, "pop_trace"):
+                fractions = module.pop_trace()
+            else:
+                fractions = torch.ones(args[0].numel() // args[0].shape[-1], dtype=torch.float64)
+            self._layers[index].append(fractions)
+
+        return record
+
+    def pop(self) -> torch.Tensor:
+        """Fractions [tokens, layers] recorded since the last call."""
+        columns = [torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64) for parts in self._layers]
+        self._layers = [[] for _ in self._ffns]
+        return torch.stack(columns, dim=1)
+
+    def __enter__(self) -> ComputeTrace:
+        for index, module in enumerate(self._ffns):
+            if hasattr(module, "pop_trace"):
+                module.trace = []
+            self._handles.append(module.register_forward_hook(self._hook(index)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for module in self._ffns:
+            if hasattr(module, "pop_trace"):
+                module.trace = None

@@ -12,6 +12,8 @@ K = key/value heads, E = head dim, V = vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
@@ -156,12 +158,18 @@ class LeanDecoder:
 
     @torch.inference_mode()
     def generate(
-        self, input_ids: torch.Tensor, max_new_tokens: int, *, eos_token_id: int | list[int] | None = None
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        eos_token_id: int | list[int] | None = None,
+        on_token: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """Prompt [B, T] → prompt and up to `max_new_tokens` greedy tokens [B, T+N].
 
         With `eos_token_id`, a sequence that emitted EOS is padded with EOS until all have (as HF does); without
-        it, exactly `max_new_tokens` are produced (what benchmarks time).
+        it, exactly `max_new_tokens` are produced (what benchmarks time). `on_token` gets each new token [B] as
+        soon as it is chosen (for streaming), before the forward pass that consumes it.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -176,6 +184,8 @@ class LeanDecoder:
                 next_token = torch.where(finished, eos[0], next_token)
                 finished |= torch.isin(next_token, eos)
             tokens.append(next_token[:, None])
+            if on_token is not None:
+                on_token(next_token)
             if step == max_new_tokens - 1 or (len(eos) and bool(finished.all())):
                 break
             logits = self.runner.forward(next_token[:, None])

@@ -2,7 +2,7 @@
 
 A method subclasses `SparseFFN` once and supplies a policy: which neurons (or inputs) each token uses at the
 current threshold, in an eager reference form (the specification, `reference_forward`) and optionally a fast
-batch-1 form (`decode_forward`). Thresholds are calibrated on a grid of budgets and interpolated at run time,
+batch-1 form (`fast_forward`). Thresholds are calibrated on a grid of budgets and interpolated at run time,
 so `set_budget(b)` works on a loaded model without recalibration.
 
 Shapes: N = tokens, D = hidden size, F = FFN neurons, G = budgets in the calibrated grid.
@@ -69,6 +69,7 @@ class SparseFFN(nn.Module):
         self.threshold_values = self.threshold.reshape(-1).tolist()
         self._tokens = 0
         self._macs = 0
+        self.trace: list[torch.Tensor] | None = None  # per-token MAC fractions, kept while a ComputeTrace runs
 
     # --- budget -------------------------------------------------------------------------------------------
     @property
@@ -102,9 +103,18 @@ class SparseFFN(nn.Module):
         self._tokens, self._macs = 0, 0
         return counts
 
-    def _count(self, tokens: int, macs: int | float) -> None:
-        self._tokens += tokens
-        self._macs += int(macs)
+    def pop_trace(self) -> torch.Tensor:
+        """Fractions of dense FFN MACs each token used since the last call, in token order: [N]."""
+        parts, self.trace = self.trace or [], []
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def _count(self, macs: torch.Tensor | int) -> None:
+        """Record work done: MACs per token ([N]), or an int for a single token."""
+        per_token = torch.as_tensor(macs, dtype=torch.int64).reshape(-1)
+        self._tokens += per_token.numel()
+        self._macs += int(per_token.sum())
+        if self.trace is not None:
+            self.trace.append(per_token.double() / self.dense_macs())
 
     # --- forward ------------------------------------------------------------------------------------------
     def intermediate(self, x: torch.Tensor, gate_pre: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,27 +130,31 @@ class SparseFFN(nn.Module):
         return nn.functional.linear(h, self.down, self.down_bias)
 
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._count(x.shape[0], x.shape[0] * self.dense_macs())
+        self._count(torch.full((x.shape[0],), self.dense_macs()))
         return self.output(self.intermediate(x))
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The method's eager masked computation on [N, D]: the specification fast paths are tested against."""
         raise NotImplementedError
 
-    def decode_forward(self, x: torch.Tensor) -> torch.Tensor | None:
-        """A fast path for one token x [1, D], or None where it does not apply."""
+    def fast_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A fast path for x [N, D] (for most methods: one fp32 token, native kernel), or None where it does not
+        apply; `use_fast` says when it is tried."""
         return None
 
-    def use_native(self, x: torch.Tensor) -> bool:
+    def use_fast(self, x: torch.Tensor) -> bool:
         return x.shape[0] == 1 and x.dtype == torch.float32 and native.library() is not None
+
+    def runs_dense(self) -> bool:
+        return self.budget >= FULL_BUDGET
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         shape = hidden_states.shape
         x = hidden_states.reshape(-1, shape[-1])  # [N, D]
-        if self.budget >= FULL_BUDGET:
+        if self.runs_dense():
             out = self.dense_forward(x)
         else:
-            out = self.decode_forward(x) if self.use_native(x) else None
+            out = self.fast_forward(x) if self.use_fast(x) else None
             if out is None:
                 out = self.reference_forward(x)
         return out.view(shape)

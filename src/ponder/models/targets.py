@@ -32,6 +32,8 @@ class Architecture:
     """True where projections are `Conv1D` with weights stored [in, out] (GPT-2)."""
     rope_decoder: bool = False
     """True for Llama-style blocks (pre-RMSNorm, RoPE, separate q/k/v) that the lean decode path runs natively."""
+    width_key: str = "intermediate_size"
+    """Config field holding the FFN width (what a sliced export changes)."""
 
 
 _GLU = dict(layers="model.layers", gate="gate_proj", up="up_proj", down="down_proj", act="act_fn")
@@ -45,7 +47,13 @@ ARCHITECTURES: dict[str, Architecture] = {
     "gemma2": Architecture(**_GLU),
     "gemma3_text": Architecture(**_GLU),
     "gpt2": Architecture(
-        layers="transformer.h", up="c_fc", down="c_proj", act="act", attention="attn", transposed=True
+        layers="transformer.h",
+        up="c_fc",
+        down="c_proj",
+        act="act",
+        attention="attn",
+        transposed=True,
+        width_key="n_inner",
     ),
 }
 

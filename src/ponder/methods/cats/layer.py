@@ -35,10 +35,10 @@ class CatsFFN(SparseFFN):
         gate_pre = nn.functional.linear(x, self.gate, self.gate_bias)  # [N, F]
         active = self.act(gate_pre).abs() > self.threshold  # [N, F]
         h = self.intermediate(x, gate_pre) * active
-        self._count(x.shape[0], x.shape[0] * self.gate.numel() + 2 * x.shape[1] * int(active.sum()))
+        self._count(self.gate.numel() + 2 * x.shape[1] * active.sum(1))
         return self.output(h)
 
-    def decode_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+    def fast_forward(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.activation not in native.ACTIVATIONS:
             return None
         out, active = native.cats_ffn(
@@ -53,5 +53,5 @@ class CatsFFN(SparseFFN):
         )
         if self.down_bias is not None:
             out += self.down_bias
-        self._count(1, self.gate.numel() + 2 * x.shape[1] * active)
+        self._count(self.gate.numel() + 2 * x.shape[1] * active)
         return out[None]

@@ -76,11 +76,11 @@ class PredictorFFN(SparseFFN):
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         active = self.predictor(x) > self.threshold  # [N, B]
         mask = active.repeat_interleave(self.config.block_size, dim=1)  # [N, F]
-        rows = self.config.block_size * int(active.sum())
-        self._count(x.shape[0], x.shape[0] * self.predictor_macs() + rows * self.dense_macs() // self.up.shape[0])
+        rows = self.config.block_size * active.sum(1)  # [N]
+        self._count(self.predictor_macs() + rows * (self.dense_macs() // self.up.shape[0]))
         return self.output(self.intermediate(x) * mask)
 
-    def decode_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+    def fast_forward(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.activation not in native.ACTIVATIONS:
             return None
         blocks = (self.predictor(x[0]) > self.threshold).nonzero()  # [b, 1]
@@ -91,5 +91,5 @@ class PredictorFFN(SparseFFN):
         )
         if self.down_bias is not None:
             out += self.down_bias
-        self._count(1, self.predictor_macs() + index.numel() * self.dense_macs() // self.up.shape[0])
+        self._count(self.predictor_macs() + index.numel() * (self.dense_macs() // self.up.shape[0]))
         return out[None]

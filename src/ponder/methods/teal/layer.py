@@ -40,10 +40,10 @@ class TealFFN(SparseFFN):
         h = self.intermediate(x * kept_in)  # [N, F]
         kept_mid = h.abs() > self.threshold[1]  # [N, F]
         gate_up = self.up.numel() * (2 if self.gate is not None else 1) // x.shape[1]
-        self._count(x.shape[0], gate_up * int(kept_in.sum()) + x.shape[1] * int(kept_mid.sum()))
+        self._count(gate_up * kept_in.sum(1) + x.shape[1] * kept_mid.sum(1))
         return self.output(h * kept_mid)
 
-    def decode_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+    def fast_forward(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.gate_bias is not None or self.up_bias is not None or self.activation not in native.ACTIVATIONS:
             return None
         tau_in, tau_mid = self.threshold_values
@@ -52,5 +52,5 @@ class TealFFN(SparseFFN):
         )
         if self.down_bias is not None:
             out += self.down_bias
-        self._count(1, self.in_major.shape[1] * kept_in + x.shape[1] * kept_mid)
+        self._count(self.in_major.shape[1] * kept_in + x.shape[1] * kept_mid)
         return out[None]

@@ -1,0 +1,159 @@
+"""Nested method: neurons in importance order, cut into L learners; a token runs a prefix of k learners.
+
+Every k reads one contiguous prefix of the permuted weights, so the executor is a plain GEMV on row slices (the
+"pre-sliced" speed of the issue's reference table, no gather). Batches sort tokens by k, so the tokens that run
+learner l are a prefix of the sorted batch: one GEMM per learner, each weight block read once.
+
+Shapes: N = tokens, D = hidden, F = neurons, L = learners, S = F / L neurons per learner, k = learners run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ponder.errors import PonderError
+from ponder.methods.base import SparseFFN, budget_grid
+from ponder.methods.nested.config import NestedConfig
+
+
+def _rows(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if t is None else t[rows]
+
+
+class NestedFFN(SparseFFN):
+    method = "nested"
+
+    def __init__(self, *, view, activation: str, config: NestedConfig):
+        if view.d_ff % config.learners:
+            raise PonderError(f"learners={config.learners} does not divide the FFN width {view.d_ff}")
+        super().__init__(view=view, activation=activation, budget_grid=budget_grid(config.min_budget))
+        self.config = config
+        self.learners = config.learners
+        self.block = view.d_ff // config.learners
+        rank = max(1, min(config.rank, view.d_model // 8))
+        # The router predicts log ‖y − y_k‖ for k = 0..L−1 (y_k: output of the first k learners).
+        self.router = nn.Sequential(nn.Linear(view.d_model, rank), nn.SiLU(), nn.Linear(rank, self.learners))
+        self.router.to(view.up.dtype).requires_grad_(False)
+        if self.router_macs() / self.dense_macs() >= config.min_budget:
+            raise PonderError(
+                f"the router costs {self.router_macs() / self.dense_macs():.2f} of the FFN, more than min_budget "
+                f"{config.min_budget}: lower the rank or raise min_budget"
+            )
+        self.register_buffer("order", torch.arange(view.d_ff))  # neuron order, most important first
+        self.static_learners: int | None = None
+        """When set, every token runs this many learners and the router is not run (a MatFormer-style static
+        width; `ponder.export` writes it as a plain dense checkpoint)."""
+        self.register_load_state_dict_post_hook(lambda module, _: module.arrange())
+        self.arrange()
+
+    @torch.no_grad()
+    def arrange(self) -> None:
+        """Permuted copies of the projections in `order` (the dense path keeps the original, exact weights)."""
+        order = self.order
+        self.register_buffer("gate_p", None if self.gate is None else self.gate[order].contiguous(), persistent=False)
+        self.register_buffer("up_p", self.up[order].contiguous(), persistent=False)
+        self.register_buffer("down_t", self.down.t()[order].contiguous(), persistent=False)
+        self.register_buffer("gate_bias_p", _rows(self.gate_bias, order), persistent=False)
+        self.register_buffer("up_bias_p", _rows(self.up_bias, order), persistent=False)
+
+    def router_macs(self) -> int:
+        return sum(layer.weight.numel() for layer in self.router if isinstance(layer, nn.Linear))
+
+    def neuron_macs(self) -> int:
+        return self.dense_macs() // self.up.shape[0]
+
+    # --- calibration ------------------------------------------------------------------------------------------
+    def prefix_errors(self, x: torch.Tensor) -> torch.Tensor:
+        """‖y − y_k‖ for k = 0..L−1 under the permuted weights: [N, L]."""
+        h = self.neurons(x, slice(None)).view(x.shape[0], self.learners, self.block)  # [N, L, S]
+        parts = torch.einsum("nls,lsd->nld", h, self.down_t.view(self.learners, self.block, -1))  # [N, L, D]
+        done = parts.cumsum(1)  # [N, L, D]: y_1 .. y_L, the last is the dense output y
+        before = torch.cat([torch.zeros_like(done[:, :1]), done[:, :-1]], dim=1)  # y_0 .. y_{L-1}
+        return (done[:, -1:] - before).norm(dim=-1)
+
+    def calibrate(self, inputs: torch.Tensor) -> None:
+        config = self.config
+        h = torch.cat([self.intermediate(chunk) for chunk in inputs.split(2048)])  # [N, F], original order
+        energy = h.square().mean(0) * self.down.square().sum(0)  # mean squared contribution of each neuron
+        self.order.copy_(energy.argsort(descending=True))
+        self.arrange()
+        targets = torch.cat([self.prefix_errors(chunk) for chunk in inputs.split(1024)]).clamp_min(1e-6).log()
+        generator = torch.Generator().manual_seed(config.seed)
+        self.router.requires_grad_(True)
+        optimizer = torch.optim.Adam(self.router.parameters(), lr=config.lr)
+        with torch.enable_grad():
+            for _ in range(config.steps):
+                batch = torch.randint(0, inputs.shape[0], (512,), generator=generator)
+                loss = nn.functional.mse_loss(self.router(inputs[batch]), targets[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.router.requires_grad_(False)
+        predicted = self.router(inputs).cummin(dim=1).values  # [N, L], non-increasing in k
+        for index, budget in enumerate(self.budget_grid.tolist()):
+            self.thresholds[index] = self._threshold_for(predicted, budget)
+
+    def _threshold_for(self, predicted: torch.Tensor, budget: float) -> float:
+        """The predicted-error threshold at which the mean learners run, plus the router, cost `budget`."""
+        target = (budget - self.router_macs() / self.dense_macs()) * self.learners  # mean k
+        low, high = float(predicted.min()) - 1.0, float(predicted.max()) + 1.0  # k = L at low, 0 at high
+        for _ in range(50):
+            middle = (low + high) / 2
+            if (predicted > middle).sum(1).float().mean() > target:
+                low = middle
+            else:
+                high = middle
+        return high
+
+    # --- policy and executors ---------------------------------------------------------------------------------
+    def learners_for(self, x: torch.Tensor) -> torch.Tensor:
+        """Learners each token runs: [N] (the smallest k whose predicted error is below the threshold)."""
+        if self.static_learners is not None:
+            return torch.full((x.shape[0],), self.static_learners)
+        predicted = self.router(x).cummin(dim=1).values  # [N, L]
+        return (predicted > self.threshold).sum(1)
+
+    def _count_learners(self, k: torch.Tensor) -> None:
+        router = 0 if self.static_learners is not None else self.router_macs()
+        self._count(router + k * self.block * self.neuron_macs())
+
+    def neurons(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Activations of the permuted neurons `rows` for x [N, D]: [N, |rows|]."""
+        up = nn.functional.linear(x, self.up_p[rows], _rows(self.up_bias_p, rows))
+        if self.gate_p is None:
+            return self.act(up)
+        return self.act(nn.functional.linear(x, self.gate_p[rows], _rows(self.gate_bias_p, rows))) * up
+
+    def _finish(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.down_bias is None else out + self.down_bias
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.learners_for(x)
+        self._count_learners(k)
+        mask = torch.arange(self.up.shape[0]) < (k * self.block)[:, None]  # [N, F]
+        return self._finish((self.neurons(x, slice(None)) * mask) @ self.down_t)
+
+    def runs_dense(self) -> bool:
+        return self.static_learners is None and super().runs_dense()
+
+    def use_fast(self, x: torch.Tensor) -> bool:
+        return True  # slices and GEMMs in PyTorch: no kernel needed, any dtype and batch
+
+    def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.learners_for(x)
+        self._count_learners(k)
+        if x.shape[0] == 1:
+            rows = slice(0, int(k[0]) * self.block)
+            return self._finish(self.neurons(x, rows) @ self.down_t[rows])
+        k, order = k.sort(descending=True)
+        x_sorted = x[order]
+        out = torch.zeros_like(x)
+        for learner in range(int(k[0])):
+            tokens = int((k > learner).sum())  # tokens running this learner: a prefix of the sorted batch
+            rows = slice(learner * self.block, (learner + 1) * self.block)
+            out[:tokens] += self.neurons(x_sorted[:tokens], rows) @ self.down_t[rows]
+        return self._finish(torch.empty_like(out).index_copy_(0, order, out))  # back to token order
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, learners={self.learners}"
