@@ -82,9 +82,9 @@ for (const tok of document.querySelectorAll(".tok")) {
 """
 
 
-def shade(fraction: float) -> str:
-    """White (no FFN compute) to deep red (dense or more)."""
-    f = min(max(fraction, 0.0), 1.0)
+def shade(fraction: float, low: float = 0.0, high: float = 1.0) -> str:
+    """White at `low` (default: no FFN compute) to deep red at `high` (default: dense)."""
+    f = min(max((fraction - low) / (high - low), 0.0), 1.0) if high > low else 1.0
     return f"rgb(255,{round(255 - 190 * f)},{round(255 - 215 * f)})"
 
 
@@ -111,27 +111,29 @@ def _table(rows: list[dict]) -> str:
 
 
 def _heatmap_html(heatmap: Heatmap) -> str:
+    means = heatmap.mean
+    low, high = min(means), max(means)  # shades span this text's range; the legend gives the values
     spans = []
-    for index, (piece, layers, mean) in enumerate(zip(heatmap.tokens, heatmap.per_layer, heatmap.mean, strict=True)):
+    for index, (piece, layers, mean) in enumerate(zip(heatmap.tokens, heatmap.per_layer, means, strict=True)):
         spans.append(
             f'<span class="tok" data-index="{index}" data-compute="{mean:.6f}" '
             f"data-layers='{json.dumps([round(v, 4) for v in layers])}' "
-            f'style="background:{shade(mean)}">{html.escape(piece)}</span>'
+            f'style="background:{shade(mean, low, high)}">{html.escape(piece)}</span>'
         )
-    legend = "".join(f'<span style="background:{shade(v / 4)}">{v / 4:.2f}</span>' for v in range(5))
+    stops = [low + (high - low) * i / 4 for i in range(5)]
+    legend = "".join(f'<span style="background:{shade(v, low, high)}">{v:.2f}</span>' for v in stops)
     layer_mean = heatmap.layer_mean
     bars = "".join(
         f'<div class="bar" title="layer {i}: {v:.3f}" style="height:{100 * min(v, 1):.1f}%"></div>'
         for i, v in enumerate(layer_mean)
     )
-    means = heatmap.mean
     histogram = [0] * 10
     for m in means:
         histogram[min(int(m * 10), 9)] += 1
     skipped = sum(1 for row in heatmap.per_layer for v in row if v == 0.0) / max(1, sum(map(len, heatmap.per_layer)))
     return f"""
 <h2>Where compute went: {html.escape(heatmap.method)} at budget {heatmap.budget:.2f}</h2>
-<p class="legend">token shade = mean fraction of dense FFN compute over layers: {legend}
+<p class="legend">token shade = mean fraction of dense FFN compute over layers (this text's range): {legend}
  &nbsp; mean over tokens <b id="mean-compute">{sum(means) / len(means):.3f}</b> ({len(means)} tokens)</p>
 <div class="heatmap" id="heatmap">{"".join(spans)}</div>
 <p id="detail">Hover a token to see its compute per layer.</p>
