@@ -208,3 +208,32 @@ def test_trace_matches_meter(method, tokenizer):
     assert float(batched.mean()) == pytest.approx(meter.report.ffn_compute, rel=1e-6, abs=1e-9)  # same work
     assert len(set(batched.flatten().tolist())) > 1  # tokens differ: the trace is per token, not an average
     torch.testing.assert_close(stepwise, batched)  # one token at a time spends what the batch spent per token
+
+
+def test_greedy_schedule_lowers_the_least_sensitive_layer_first():
+    from ponder.methods.allocate import greedy_schedule
+
+    levels = [1.0, 0.75, 0.5, 0.25]
+    increase = torch.tensor([[0.0, 0.01, 0.02, 0.03], [0.0, 1.0, 2.0, 3.0], [0.0, 0.1, 0.5, 2.0]])  # [layers, P]
+    targets = [0.25, 0.5, 0.75, 0.9, 1.0]
+    schedule = greedy_schedule(increase, levels, targets)  # [targets, layers]
+    torch.testing.assert_close(schedule.mean(dim=1), torch.tensor(targets))
+    assert schedule[3].tolist() == pytest.approx([0.7, 1.0, 1.0])  # layer 0 is nearly free: it goes first
+    assert torch.all(schedule[:-1] <= schedule[1:] + 1e-6)  # a lower target never gives a layer more
+
+
+def test_greedy_allocation_hits_the_budget_with_uneven_layers(tokenizer, calib_ids):
+    model = tiny_model("llama")
+    convert(model, tokenizer, "teal", calibration_tokens=CALIB_TOKENS, allocation="greedy", progress=False)
+    assert model.ponder_config["calibration"]["allocation"] == "greedy"
+    set_budget(model, 0.5)
+    with torch.no_grad(), ComputeMeter(model) as meter:
+        model(calib_ids)
+    assert meter.report.ffn_compute == pytest.approx(0.5, abs=0.02)
+    low, high = sorted(meter.report.per_layer_compute())
+    assert high - low > 0.05  # the layers got different budgets
+
+
+def test_unknown_allocation(tokenizer):
+    with pytest.raises(PonderError, match="allocation 'best' is unknown"):
+        convert(tiny_model("llama"), tokenizer, "teal", calibration_tokens=CALIB_TOKENS, allocation="best")

@@ -63,3 +63,16 @@ def test_sweep_adds_task_accuracy_to_finished_points(saved_model, tmp_path):
     paths = pareto_plot(list(rows.values()), tmp_path / "report")
     assert "task accuracy" in paths[1].read_text()  # the accuracy panel is drawn
     assert "| teal | 0.50 |" in results_table(list(rows.values()))
+
+
+def test_sweep_method_variants(saved_model, tmp_path):
+    import pytest
+
+    from ponder.errors import PonderError
+
+    records = sweep(str(saved_model), ["teal+greedy"], [0.5], tmp_path, **SMALL)
+    assert ("teal+greedy", 0.5) in points(records)
+    config = json.loads((tmp_path / "models" / "teal+greedy" / "ponder_config.json").read_text())
+    assert config["method"] == "teal" and config["calibration"]["allocation"] == "greedy"
+    with pytest.raises(PonderError, match="allocation 'best' is unknown"):
+        sweep(str(saved_model), ["teal+best"], [0.5], tmp_path, **SMALL)

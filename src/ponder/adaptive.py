@@ -24,13 +24,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder import models
 from ponder.data import CALIB_DEFAULT, load_text
-from ponder.errors import PonderError
+from ponder.errors import DataError, PonderError
 from ponder.methods import get_method
+from ponder.methods.allocate import allocate_greedy
 from ponder.methods.base import SparseFFN, check_budget
 from ponder.methods.calibrate import capture_ffn_inputs
 from ponder.models.ffn import ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
 
+ALLOCATIONS = ("uniform", "greedy")
+ALLOCATION_TOKENS = 2048  # calibration tokens whose loss guides the greedy allocation
 CONFIG_FILE = "ponder_config.json"
 STATE_FILE = "ponder_state.safetensors"
 _SHARED = ("gate", "up", "down", "gate_bias", "up_bias", "down_bias")
@@ -74,9 +77,16 @@ def convert(
     calibration: str = CALIB_DEFAULT,
     calibration_tokens: int = 8192,
     budget: float = 1.0,
+    allocation: str = "uniform",
     progress: bool = True,
 ) -> PreTrainedModel:
-    """Make `model` adaptive in place with `method`, calibrated on `calibration` text (never evaluation text)."""
+    """Make `model` adaptive in place with `method`, calibrated on `calibration` text (never evaluation text).
+
+    `allocation`: "uniform" gives every layer the global budget; "greedy" spends it where the calibration loss
+    needs it most (`ponder.methods.allocate`, a few minutes more for SmolLM2-135M).
+    """
+    if allocation not in ALLOCATIONS:
+        raise PonderError(f"allocation '{allocation}' is unknown: choose one of {', '.join(ALLOCATIONS)}")
     spec = get_method(method)
     if config is None:
         config = spec.config_class()
@@ -88,7 +98,13 @@ def convert(
             list(zip(modules, inputs, strict=True)), desc=f"calibrate {method}", unit="layer", disable=not progress
         ):
             module.calibrate(layer_inputs)
-    model.ponder_config["calibration"] = {"data": calibration, "tokens": calibration_tokens}
+    if allocation == "greedy":
+        ids = tokenizer(text, add_special_tokens=False).input_ids[:ALLOCATION_TOKENS]
+        windows = torch.tensor(ids[: len(ids) // 512 * 512]).view(-1, 512)
+        if len(windows) == 0:
+            raise DataError("calibration text is shorter than one 512-token window: greedy allocation needs more")
+        allocate_greedy(model, modules, windows, progress=progress)
+    model.ponder_config["calibration"] = {"data": calibration, "tokens": calibration_tokens, "allocation": allocation}
     set_budget(model, budget)
     return model
 

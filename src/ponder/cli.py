@@ -238,6 +238,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
         calibration=args.calib,
         calibration_tokens=args.calib_tokens,
         budget=args.budget or 1.0,
+        allocation=args.allocation,
         progress=not args.quiet,
     )
     save_adaptive(model, args.output, base_model=args.model)
@@ -373,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--calib", default="wikitext2-valid", help="calibration text (never the evaluation text)")
     conv.add_argument("--calib-tokens", type=_positive, default=8192, help="calibration tokens (default 8192)")
     conv.add_argument("--min-budget", type=_budget, default=None, help="lowest budget to calibrate")
+    conv.add_argument(
+        "--allocation",
+        choices=["uniform", "greedy"],
+        default="uniform",
+        help="per-layer budgets: uniform (default) or greedy by calibration loss (a few minutes more)",
+    )
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     conv.set_defaults(run=cmd_convert)
 
@@ -385,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = commands.add_parser("sweep", help="evaluate methods x budgets; table and Pareto plot (resumable)")
     _common(sw)
-    sw.add_argument("--methods", required=True, help="comma-separated, e.g. teal,cats,predictor")
+    sw.add_argument(
+        "--methods", required=True, help="comma-separated, e.g. teal,cats,predictor,nested; teal+greedy allocates"
+    )
     sw.add_argument("--budgets", type=_budgets, default=[1.0, 0.75, 0.5, 0.35, 0.25])
     sw.add_argument("-o", "--output", type=Path, required=True, help="sweep directory (reused to resume)")
     sw.add_argument("--windows", type=_positive, default=20)

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from ponder.adaptive import convert, load, save_adaptive, set_budget
+from ponder.adaptive import ALLOCATIONS, convert, load, save_adaptive, set_budget
 from ponder.data import EVAL_DEFAULT, load_text
 from ponder.errors import PonderError
 from ponder.eval.perplexity import perplexity
@@ -48,6 +48,15 @@ def _done(records: list[dict], method: str, budget: float, key: str) -> bool:
     return any(r["method"] == method and r["budget"] == budget and key in r for r in records)
 
 
+def variant(method: str) -> tuple[str, str]:
+    """'teal' → (teal, uniform); 'teal+greedy' → (teal, greedy): a method and its per-layer allocation."""
+    name, _, allocation = method.partition("+")
+    get_method(name)
+    if allocation and allocation not in ALLOCATIONS:
+        raise PonderError(f"'{method}': allocation '{allocation}' is unknown; use {' or '.join(ALLOCATIONS)}")
+    return name, allocation or "uniform"
+
+
 def _task_record(result: TaskResult) -> dict:
     """Task fields named so they do not collide with the perplexity record's when the two are merged."""
     fields = result.as_dict()
@@ -74,7 +83,7 @@ def sweep(
 ) -> list[dict]:
     """Evaluate (and optionally score a task and time) every method at every budget; returns all records."""
     for method in methods:
-        get_method(method)  # unknown names fail before any work
+        variant(method)  # unknown names fail before any work
     if task is not None:
         check_task(task)
     directory = Path(directory)
@@ -98,7 +107,15 @@ def sweep(
         converted = directory / "models" / method
         if not converted.exists():
             model, tokenizer = load(model_name)
-            convert(model, tokenizer, method, calibration_tokens=calibration_tokens, progress=progress)
+            name, allocation = variant(method)
+            convert(
+                model,
+                tokenizer,
+                name,
+                calibration_tokens=calibration_tokens,
+                allocation=allocation,
+                progress=progress,
+            )
             save_adaptive(model, converted, base_model=model_name)
         model, tokenizer = load(str(converted))
         usable = []
