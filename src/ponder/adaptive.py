@@ -33,7 +33,7 @@ from ponder.models.ffn import ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
 
 ALLOCATIONS = ("uniform", "greedy")
-ALLOCATION_TOKENS = 2048  # calibration tokens whose loss guides the greedy allocation
+ALLOCATION_TOKENS = 1024  # calibration tokens whose loss guides the greedy allocation
 CONFIG_FILE = "ponder_config.json"
 STATE_FILE = "ponder_state.safetensors"
 _SHARED = ("gate", "up", "down", "gate_bias", "up_bias", "down_bias")

@@ -71,7 +71,7 @@ def allocate_greedy(
     modules: list[SparseFFN],
     batches: torch.Tensor,
     *,
-    step: float = 0.1,
+    step: float = 0.15,
     progress: bool = True,
 ) -> torch.Tensor:
     """Rewrite every module's threshold grid with the greedy schedule; returns it ([grid budgets, layers])."""
