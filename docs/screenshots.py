@@ -34,7 +34,7 @@ def report_png(sweep: Path, method: str, budget: float) -> Path:
     try:
         driver.get(page.as_uri())
         height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1200, height + 40)
+        driver.set_window_size(1200, height + 400)
         driver.save_screenshot(str(DOCS / "report.png"))
     finally:
         driver.quit()

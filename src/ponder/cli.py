@@ -193,15 +193,21 @@ def _generate_with_compute(args: argparse.Namespace, model, tokenizer, decoder, 
     new: list[int] = []
     spent: list[float] = []
     shown = ""
+    column = 0
 
     def show(token) -> None:
-        nonlocal shown
+        nonlocal shown, column
         spent.append(float(trace.pop()[-1].mean()))  # the last position's forward chose this token
         new.append(int(token[0]))
         text = tokenizer.decode(new, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # hold back half a UTF-8 character until its other bytes arrive
-            console.print(Text(text[len(shown) :], style=f"black on {shade(spent[-1])}"), end="")
-            shown = text
+        if text.endswith("\ufffd"):  # hold back half a UTF-8 character until its other bytes arrive
+            return
+        piece, shown = text[len(shown) :], text
+        if column + len(piece) > console.width and "\n" not in piece:  # wrap at token boundaries
+            console.print()
+            column, piece = 0, piece.lstrip(" ")
+        console.print(Text(piece, style=f"black on {shade(spent[-1])}"), end="")
+        column = len(piece.rsplit("\n", 1)[-1]) if "\n" in piece else column + len(piece)
 
     with ComputeTrace(model) as trace:
         start = time.perf_counter()
@@ -312,6 +318,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         model, tokenizer = load(str(models / method), dtype=args.dtype, threads=args.threads)
         set_budget(model, args.budget)
         heatmap = compute_heatmap(model, tokenizer, text, max_tokens=args.tokens)
+        heatmap.method = method  # the sweep's name, e.g. teal+greedy
     model_name = next((r["model"] for r in rows if "model" in r), str(args.directory))
     page = render_report(rows, plot_svg=svg, heatmap=heatmap, title=f"ponder sweep: {model_name}")
     console.print(f"report: {write_report(page, output)}")
