@@ -14,6 +14,7 @@ from torch import nn
 
 from ponder.errors import PonderError
 from ponder.methods.base import SparseFFN, budget_grid
+from ponder.methods.calibrate import fit_regressor
 from ponder.methods.nested.config import NestedConfig
 
 
@@ -79,17 +80,7 @@ class NestedFFN(SparseFFN):
         self.order.copy_(energy.argsort(descending=True))
         self.arrange()
         targets = torch.cat([self.prefix_errors(chunk) for chunk in inputs.split(1024)]).clamp_min(1e-6).log()
-        generator = torch.Generator().manual_seed(config.seed)
-        self.router.requires_grad_(True)
-        optimizer = torch.optim.Adam(self.router.parameters(), lr=config.lr)
-        with torch.enable_grad():
-            for _ in range(config.steps):
-                batch = torch.randint(0, inputs.shape[0], (512,), generator=generator)
-                loss = nn.functional.mse_loss(self.router(inputs[batch]), targets[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        self.router.requires_grad_(False)
+        fit_regressor(self.router, inputs, targets, steps=config.steps, lr=config.lr, seed=config.seed)
         predicted = self.router(inputs).cummin(dim=1).values  # [N, L], non-increasing in k
         for index, budget in enumerate(self.budget_grid.tolist()):
             self.thresholds[index] = self._threshold_for(predicted, budget)

@@ -12,6 +12,7 @@ from torch import nn
 from ponder.errors import PonderError
 from ponder.kernels import native
 from ponder.methods.base import SparseFFN, budget_grid, quantile
+from ponder.methods.calibrate import fit_regressor
 from ponder.methods.predictor.config import PredictorConfig
 
 
@@ -55,19 +56,9 @@ class PredictorFFN(SparseFFN):
 
     def calibrate(self, inputs: torch.Tensor) -> None:
         config = self.config
-        generator = torch.Generator().manual_seed(config.seed)
         targets = torch.cat([self.block_importance(chunk) for chunk in inputs.split(2048)])  # [N, B]
         targets /= targets.std()
-        self.predictor.requires_grad_(True)
-        optimizer = torch.optim.Adam(self.predictor.parameters(), lr=config.lr)
-        with torch.enable_grad():
-            for _ in range(config.steps):
-                batch = torch.randint(0, inputs.shape[0], (512,), generator=generator)
-                loss = nn.functional.mse_loss(self.predictor(inputs[batch]), targets[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        self.predictor.requires_grad_(False)
+        fit_regressor(self.predictor, inputs, targets, steps=config.steps, lr=config.lr, seed=config.seed)
         scores = self.predictor(inputs)  # [N, B]
         self.thresholds.copy_(quantile(scores, 1 - self.block_fraction(self.budget_grid)))
         # Budget 1 runs dense; a finite floor below every calibration score keeps interpolation towards it sane.
