@@ -46,6 +46,25 @@ def check_budget(budget: float) -> float:
     return float(budget)
 
 
+def scorer(view: FFNView, rank: int, outputs: int, *, name: str, min_budget: float) -> nn.Sequential:
+    """A frozen Linear-SiLU-Linear network from the FFN input to `outputs` scores (predictors, routers). Its hidden
+    width is at most d_model / 8 so small models get a proportionally small one; it must cost less than the lowest
+    budget, since every token pays for it."""
+    rank = max(1, min(rank, view.d_model // 8))
+    net = nn.Sequential(nn.Linear(view.d_model, rank), nn.SiLU(), nn.Linear(rank, outputs)).to(view.up.dtype)
+    cost = (view.d_model * rank + rank * outputs) / view.macs_per_token()
+    if cost >= min_budget:
+        raise PonderError(
+            f"the {name} costs {cost:.2f} of the FFN, more than min_budget {min_budget}: "
+            "lower the rank or raise min_budget"
+        )
+    return net.requires_grad_(False)
+
+
+def scorer_macs(net: nn.Sequential) -> int:
+    return sum(layer.weight.numel() for layer in net if isinstance(layer, nn.Linear))
+
+
 class SparseFFN(nn.Module):
     """An FFN whose active neurons vary per token. Exact (the dense module's own math) at budget 1."""
 

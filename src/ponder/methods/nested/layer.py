@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ponder.errors import PonderError
-from ponder.methods.base import SparseFFN, budget_grid
+from ponder.methods.base import SparseFFN, budget_grid, scorer, scorer_macs
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.nested.config import NestedConfig
 
@@ -32,15 +32,8 @@ class NestedFFN(SparseFFN):
         self.config = config
         self.learners = config.learners
         self.block = view.d_ff // config.learners
-        rank = max(1, min(config.rank, view.d_model // 8))
         # The router predicts log ‖y − y_k‖ for k = 0..L−1 (y_k: output of the first k learners).
-        self.router = nn.Sequential(nn.Linear(view.d_model, rank), nn.SiLU(), nn.Linear(rank, self.learners))
-        self.router.to(view.up.dtype).requires_grad_(False)
-        if self.router_macs() / self.dense_macs() >= config.min_budget:
-            raise PonderError(
-                f"the router costs {self.router_macs() / self.dense_macs():.2f} of the FFN, more than min_budget "
-                f"{config.min_budget}: lower the rank or raise min_budget"
-            )
+        self.router = scorer(view, config.rank, self.learners, name="router", min_budget=config.min_budget)
         self.register_buffer("order", torch.arange(view.d_ff))  # neuron order, most important first
         self.static_learners: int | None = None
         """When set, every token runs this many learners and the router is not run (a MatFormer-style static
@@ -59,7 +52,7 @@ class NestedFFN(SparseFFN):
         self.register_buffer("up_bias_p", _rows(self.up_bias, order), persistent=False)
 
     def router_macs(self) -> int:
-        return sum(layer.weight.numel() for layer in self.router if isinstance(layer, nn.Linear))
+        return scorer_macs(self.router)
 
     def neuron_macs(self) -> int:
         return self.dense_macs() // self.up.shape[0]

@@ -7,11 +7,10 @@ Shapes: N = tokens, D = hidden, F = neurons, B = F / block_size blocks, S = bloc
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ponder.errors import PonderError
 from ponder.kernels import native
-from ponder.methods.base import SparseFFN, budget_grid, quantile
+from ponder.methods.base import SparseFFN, budget_grid, quantile, scorer, scorer_macs
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.predictor.config import PredictorConfig
 
@@ -25,19 +24,10 @@ class PredictorFFN(SparseFFN):
         super().__init__(view=view, activation=activation, budget_grid=budget_grid(config.min_budget))
         self.config = config
         self.blocks = view.d_ff // config.block_size
-        rank = max(1, min(config.rank, view.d_model // 8))  # small models get a proportionally small predictor
-        self.predictor = nn.Sequential(nn.Linear(view.d_model, rank), nn.SiLU(), nn.Linear(rank, self.blocks)).to(
-            view.up.dtype
-        )
-        self.predictor.requires_grad_(False)
-        if self.predictor_macs() / self.dense_macs() >= config.min_budget:
-            raise PonderError(
-                f"the predictor costs {self.predictor_macs() / self.dense_macs():.2f} of the FFN, more than "
-                f"min_budget {config.min_budget}: lower the rank or raise min_budget"
-            )
+        self.predictor = scorer(view, config.rank, self.blocks, name="predictor", min_budget=config.min_budget)
 
     def predictor_macs(self) -> int:
-        return sum(layer.weight.numel() for layer in self.predictor if isinstance(layer, nn.Linear))
+        return scorer_macs(self.predictor)
 
     def block_fraction(self, budget: torch.Tensor) -> torch.Tensor:
         return (budget - self.predictor_macs() / self.dense_macs()).clamp(0, 1)
