@@ -104,7 +104,27 @@ def _dense_cost(module: nn.Module, arch) -> tuple[int, int]:
     return view.flops_per_token(), view.weight_bytes()
 
 
-class ComputeMeter:
+class _FFNHooks:
+    """Forward hooks on every decoder layer's FFN while a context is active (what the meter and the trace share)."""
+
+    def __init__(self, model: nn.Module):
+        arch = architecture_of(model)
+        self._ffns = [getattr(layer, arch.ffn) for layer in decoder_layers(model)]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, index: int):
+        raise NotImplementedError
+
+    def _attach(self) -> None:
+        self._handles = [module.register_forward_hook(self._hook(i)) for i, module in enumerate(self._ffns)]
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+class ComputeMeter(_FFNHooks):
     """Context manager that counts FFN work of a model while active.
 
     >>> with ComputeMeter(model) as meter:
@@ -113,11 +133,9 @@ class ComputeMeter:
     """
 
     def __init__(self, model: nn.Module):
-        arch = architecture_of(model)
-        self._ffns = [getattr(layer, arch.ffn) for layer in decoder_layers(model)]
-        self._costs = [_dense_cost(m, arch) for m in self._ffns]
+        super().__init__(model)
+        self._costs = [_dense_cost(m, architecture_of(model)) for m in self._ffns]
         self.report = ComputeReport([LayerCompute() for _ in self._ffns])
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, index: int):
         dense_flops, dense_bytes = self._costs[index]
@@ -136,16 +154,11 @@ class ComputeMeter:
         return count
 
     def __enter__(self) -> ComputeMeter:
-        for index, module in enumerate(self._ffns):
+        for module in self._ffns:
             if isinstance(module, ReportsCompute):
                 module.pop_compute()  # drop work done before the meter started
-            self._handles.append(module.register_forward_hook(self._hook(index)))
+        self._attach()
         return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
 
 def decode_weight_bytes(model: nn.Module, ffn_bytes_fraction: float = 1.0) -> float:
@@ -164,7 +177,7 @@ def decode_weight_bytes(model: nn.Module, ffn_bytes_fraction: float = 1.0) -> fl
     return total - ffn_bytes * (1.0 - ffn_bytes_fraction)
 
 
-class ComputeTrace:
+class ComputeTrace(_FFNHooks):
     """Context manager recording, per token and layer, the fraction of dense FFN work that token used.
 
     >>> with ComputeTrace(model) as trace:
@@ -175,10 +188,8 @@ class ComputeTrace:
     """
 
     def __init__(self, model: nn.Module):
-        arch = architecture_of(model)
-        self._ffns = [getattr(layer, arch.ffn) for layer in decoder_layers(model)]
+        super().__init__(model)
         self._layers: list[list[torch.Tensor]] = [[] for _ in self._ffns]
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, index: int):
         def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -197,16 +208,14 @@ class ComputeTrace:
         return torch.stack(columns, dim=1)
 
     def __enter__(self) -> ComputeTrace:
-        for index, module in enumerate(self._ffns):
+        for module in self._ffns:
             if hasattr(module, "pop_trace"):
                 module.trace = []
-            self._handles.append(module.register_forward_hook(self._hook(index)))
+        self._attach()
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        super().__exit__(*exc)
         for module in self._ffns:
             if hasattr(module, "pop_trace"):
                 module.trace = None
