@@ -16,7 +16,7 @@ import torch
 
 from ponder.adaptive import adaptive_modules, load, set_budget
 from ponder.data import CALIB_DEFAULT, load_text
-from ponder.methods.calibrate import capture_ffn_inputs
+from ponder.train.capture import capture_ffn_inputs
 
 
 def bench_dir(directory: str, budgets: list[float], repeats: int, n_tokens: int) -> None:

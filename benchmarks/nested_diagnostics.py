@@ -16,7 +16,7 @@ import torch
 
 from ponder.adaptive import adaptive_modules, load, set_budget
 from ponder.data import load_text
-from ponder.methods.calibrate import capture_ffn_inputs
+from ponder.train.capture import capture_ffn_inputs
 
 
 def oracle_error(errors: torch.Tensor, norms: torch.Tensor, mean_k: float) -> float:

@@ -68,6 +68,12 @@ def test_generate_prints_text(capsys, saved_model):
         (("eval", "{corrupt}"), "unreadable"),
         (("eval", "{model}", "--task", "mmlu"), "unknown task 'mmlu'"),
         (("demo", "--model", "{model}", "--method", "nope"), "unknown method 'nope'"),
+        (("convert", "{model}", "--method", "moe", "-o", "{fresh}", "--set", "experts"), "not KEY=VALUE"),
+        (("convert", "{model}", "--method", "moe", "-o", "{fresh}", "--set", "wings=2"), "no option 'wings'"),
+        (("convert", "{model}", "--method", "moe", "-o", "{fresh}", "--set", "policy=top-q"), "policy must be"),
+        (("convert", "{model}", "--method", "moe", "-o", "{partial}"), "pass --resume"),
+        (("eval", "{model}", "--policy", "top-k"), "no routing policies"),
+        (("inspect", "{model}", "--data", "{empty}"), "is empty"),
     ],
 )
 def test_errors_are_one_line_exit_2_no_output(capsys, tmp_path, saved_model, argv, message):
@@ -80,9 +86,11 @@ def test_errors_are_one_line_exit_2_no_output(capsys, tmp_path, saved_model, arg
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "ponder_config.json").write_text("{not json")
     names["corrupt"] = tmp_path / "corrupt"
+    (tmp_path / ".interrupted.partial").mkdir()  # what a killed `convert -o interrupted` leaves
+    names["partial"] = tmp_path / "interrupted"
     out_file = tmp_path / "out.json"
     argv = [part.format(**names) for part in argv]
-    if argv[0] in ("eval", "bench"):
+    if argv[0] in ("eval", "bench", "inspect"):
         argv += ["--json", str(out_file), "--quiet"]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
@@ -126,3 +134,27 @@ def test_demo_runs_the_whole_chain_on_a_tiny_model(capsys, saved_model, tmp_path
     [row] = result["bench"]["budgets"]
     assert row["budget"] == 0.5 and row["decode_tok_s"] > 0
     assert "demo finished" in out
+
+
+def test_moe_convert_resume_inspect_and_policy(capsys, saved_model, tmp_path):
+    """convert with options → the work directory is gone → inspect and eval with a policy, JSON written."""
+    out = tmp_path / "moe"
+    options = ("--set", "experts=16", "--set", "shared_experts=2", "--set", "steps=50", "--calib-tokens", "1024")
+    code, _, err = run_cli(capsys, "convert", str(saved_model), "--method", "moe", "-o", str(out), *options, "--quiet")
+    assert code == 0, err
+    assert not (tmp_path / ".moe.partial").exists()  # captured shards and layer checkpoints removed on success
+    config = json.loads((out / "ponder_config.json").read_text())
+    assert config["config"]["experts"] == 16 and config["method"] == "moe"
+    report = tmp_path / "inspect.json"
+    args = ("inspect", str(out), "--budget", "0.5", "--policy", "top-k", "--tokens", "200", "--json", str(report))
+    code, text, err = run_cli(capsys, *args, "--quiet")
+    assert code == 0, err
+    result = json.loads(report.read_text())
+    assert result["tokens"] == 200 and result["policy"] == "top-k" and len(result["layers"]) == 2
+    layer = result["layers"][0]
+    assert sum(layer["histogram"]) == 200 and len(layer["load"]) == 14
+    assert sum(result["pseudo_share"].values()) == pytest.approx(1.0)
+    assert "experts per token" in text
+    code, _, err = run_cli(capsys, "eval", str(out), "--budget", "0.5", "--policy", "top-p", "--windows", "1",
+                           "--window-len", "64", "--quiet")  # fmt: skip
+    assert code == 0, err

@@ -13,8 +13,8 @@ from ponder.data import load_text
 from ponder.errors import PonderError
 from ponder.inference import LeanDecoder
 from ponder.methods import METHODS
-from ponder.methods.calibrate import capture_ffn_inputs
 from ponder.stats import ComputeMeter
+from ponder.train.capture import capture_ffn_inputs
 
 METHOD_NAMES = sorted(METHODS)
 CALIB_TOKENS = 1024

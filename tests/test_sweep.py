@@ -76,3 +76,30 @@ def test_sweep_method_variants(saved_model, tmp_path):
     assert config["method"] == "teal" and config["calibration"]["allocation"] == "greedy"
     with pytest.raises(PonderError, match="allocation 'best' is unknown"):
         sweep(str(saved_model), ["teal+best"], [0.5], tmp_path, **SMALL)
+
+
+def test_sweep_variants_share_one_conversion_per_options(saved_model, tmp_path):
+    """`moe@top-p` reuses `moe`'s converted model with another policy; options make a separate conversion."""
+    out = tmp_path / "sweep"
+    small = "moe:experts=16:shared_experts=2:steps=50"
+    specs = [small, f"{small}@top-k", f"{small}:pseudo_experts=none"]
+    records = sweep(str(saved_model), specs, [0.5], out, **SMALL)
+    assert sorted(p.name for p in (out / "models").iterdir()) == sorted([small, f"{small}:pseudo_experts=none"])
+    by_method = {r["method"]: r for r in records if "perplexity" in r}
+    assert set(by_method) == {"dense", *specs}
+    assert by_method[small]["perplexity"] != by_method[f"{small}@top-k"]["perplexity"]  # the policy applied
+
+
+def test_sweep_rejects_bad_variants_before_work(saved_model, tmp_path):
+    import pytest
+
+    from ponder.errors import PonderError
+
+    for spec, message in [
+        ("moe@top-q", "unknown routing policy"),
+        ("teal:wings=2", "no option"),
+        ("teal+lazy", "allocation"),
+    ]:
+        with pytest.raises(PonderError, match=message):
+            sweep(str(saved_model), [spec], [0.5], tmp_path / "never", **SMALL)
+    assert not (tmp_path / "never" / "models").exists()

@@ -1,6 +1,6 @@
 """ponder: compute-adaptive transformer language models, measured honestly."""
 
-from ponder.adaptive import convert, full_budget, get_budget, load, save_adaptive, set_budget
+from ponder.adaptive import convert, full_budget, get_budget, load, save_adaptive, set_budget, set_policy
 from ponder.errors import DataError, PonderError, UnsupportedModelError
 from ponder.methods import METHODS, register_method
 
@@ -16,5 +16,6 @@ __all__ = [
     "register_method",
     "save_adaptive",
     "set_budget",
+    "set_policy",
 ]
 __version__ = "0.1.0"

@@ -24,27 +24,20 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder import models
 from ponder.data import CALIB_DEFAULT, load_text
-from ponder.errors import DataError, PonderError
+from ponder.errors import PonderError
+from ponder.io import write_json_atomic
 from ponder.methods import get_method
 from ponder.methods.allocate import allocate_greedy
 from ponder.methods.base import SparseFFN, check_budget
-from ponder.methods.calibrate import capture_ffn_inputs
-from ponder.models.ffn import ffn_view
+from ponder.models.ffn import activation_name, ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
+from ponder.train.capture import ActivationStore, calibration_windows
 
 ALLOCATIONS = ("uniform", "greedy")
 ALLOCATION_TOKENS = 1024  # calibration tokens whose loss guides the greedy allocation
 CONFIG_FILE = "ponder_config.json"
 STATE_FILE = "ponder_state.safetensors"
 _SHARED = ("gate", "up", "down", "gate_bias", "up_bias", "down_bias")
-
-
-def activation_name(model: PreTrainedModel) -> str:
-    config = model.config
-    for key in ("hidden_activation", "hidden_act", "activation_function"):
-        if isinstance(getattr(config, key, None), str):
-            return getattr(config, key)
-    return "unknown"
 
 
 def adaptive_modules(model: PreTrainedModel) -> list[SparseFFN]:
@@ -78,12 +71,17 @@ def convert(
     calibration_tokens: int = 8192,
     budget: float = 1.0,
     allocation: str = "uniform",
+    work_dir: str | Path | None = None,
+    resume: bool = False,
     progress: bool = True,
 ) -> PreTrainedModel:
     """Make `model` adaptive in place with `method`, calibrated on `calibration` text (never evaluation text).
 
     `allocation`: "uniform" gives every layer the global budget; "greedy" spends it where the calibration loss
     needs it most (`ponder.methods.allocate`, a few minutes more for SmolLM2-135M).
+    `work_dir` keeps the captured activations (fp16 shards) and one checkpoint per calibrated layer; with
+    `resume`, a conversion killed part-way continues there and ends with the same tensors as an uninterrupted run.
+    Without `work_dir` a temporary directory is used and removed.
     """
     if allocation not in ALLOCATIONS:
         raise PonderError(f"allocation '{allocation}' is unknown: choose one of {', '.join(ALLOCATIONS)}")
@@ -91,22 +89,62 @@ def convert(
     if config is None:
         config = spec.config_class()
     text = load_text(calibration)
-    inputs = capture_ffn_inputs(model, tokenizer, text, tokens=calibration_tokens, progress=progress)
-    modules = replace_ffns(model, method, config)
-    with torch.inference_mode(False), torch.no_grad():
-        for module, layer_inputs in tqdm(
-            list(zip(modules, inputs, strict=True)), desc=f"calibrate {method}", unit="layer", disable=not progress
-        ):
-            module.calibrate(layer_inputs)
+    job = {"method": method, "config": dataclasses.asdict(config), "calibration": calibration}
+    job |= {"tokens": calibration_tokens, "allocation": allocation, "layers": len(decoder_layers(model))}
+    with _work_directory(work_dir) as work:
+        _start_job(work, job, resume)
+        windows = calibration_windows(tokenizer, text, tokens=calibration_tokens)
+        store = ActivationStore(work / "capture").fill(model, windows, progress=progress)
+        modules = replace_ffns(model, method, config)
+        with torch.inference_mode(False), torch.no_grad():
+            for index, module in enumerate(
+                tqdm(modules, desc=f"calibrate {method}", unit="layer", disable=not progress)
+            ):
+                checkpoint = work / "layers" / f"layer-{index:03d}.safetensors"
+                if checkpoint.exists():
+                    module.load_state_dict(load_file(str(checkpoint)), strict=False)
+                    continue
+                module.calibrate(store.layer(index))
+                _save_atomic(_own_state(module), checkpoint)
     if allocation == "greedy":
-        ids = tokenizer(text, add_special_tokens=False).input_ids[:ALLOCATION_TOKENS]
-        windows = torch.tensor(ids[: len(ids) // 512 * 512]).view(-1, 512)
-        if len(windows) == 0:
-            raise DataError("calibration text is shorter than one 512-token window: greedy allocation needs more")
-        allocate_greedy(model, modules, windows, progress=progress)
+        batches = windows.reshape(-1)[:ALLOCATION_TOKENS]
+        allocate_greedy(model, modules, batches[: len(batches) // 512 * 512].view(-1, 512), progress=progress)
     model.ponder_config["calibration"] = {"data": calibration, "tokens": calibration_tokens, "allocation": allocation}
     set_budget(model, budget)
     return model
+
+
+JOB_FILE = "job.json"
+
+
+@contextmanager
+def _work_directory(work_dir: str | Path | None) -> Iterator[Path]:
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        yield Path(work_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="ponder-convert-") as tmp:
+        yield Path(tmp)
+
+
+def _start_job(work: Path, job: dict, resume: bool) -> None:
+    """Record what this conversion is; refuse to mix the partial results of a different one."""
+    path = work / JOB_FILE
+    if path.exists():
+        if not resume:
+            raise PonderError(f"{work} holds an interrupted conversion: pass --resume to continue it, or delete it")
+        recorded = json.loads(path.read_text())
+        if recorded != json.loads(json.dumps(job)):
+            raise PonderError(f"{work} holds a conversion with other options: delete it or rerun with the same ones")
+        return
+    write_json_atomic(path, job)
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
 
 
 def set_budget(model: PreTrainedModel, budget: float) -> None:
@@ -119,6 +157,17 @@ def set_budget(model: PreTrainedModel, budget: float) -> None:
     for module in modules:
         module.set_budget(budget)
     model.ponder_config["budget"] = budget
+
+
+def set_policy(model: PreTrainedModel, policy: str) -> None:
+    """Switch the routing policy of a routed model (e.g. `moe`) at run time; budgets keep their calibration."""
+    modules = adaptive_modules(model)
+    if not modules or not all(hasattr(m, "set_policy") for m in modules):
+        method = getattr(model, "ponder_config", {}).get("method", "dense")
+        raise PonderError(f"a {method} model has no routing policies: --policy applies to routed methods (moe)")
+    for module in modules:
+        module.set_policy(policy)
+    model.ponder_config["policy"] = policy
 
 
 def get_budget(model: PreTrainedModel) -> float:
@@ -200,6 +249,8 @@ def load_adaptive(
         module.load_state_dict(own, strict=False)
     model.ponder_config.update({k: config[k] for k in ("calibration",) if k in config})
     set_budget(model, config.get("budget", 1.0))
+    if "policy" in config:
+        set_policy(model, config["policy"])
     return model, tokenizer
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ponder.errors import PonderError
+from ponder.routing import POLICIES
 
 EXIT_USAGE = 2
 
@@ -47,7 +49,7 @@ def _positive(text: str) -> int:
 def _load(args: argparse.Namespace, *, apply_budget: bool = True):
     from transformers.utils import logging as hf_logging
 
-    from ponder.adaptive import load, set_budget
+    from ponder.adaptive import load, set_budget, set_policy
 
     hf_logging.set_verbosity_error()
     if args.quiet:
@@ -55,6 +57,8 @@ def _load(args: argparse.Namespace, *, apply_budget: bool = True):
     model, tokenizer = load(args.model, dtype=args.dtype, threads=args.threads)
     if apply_budget and getattr(args, "budget", None) is not None:
         set_budget(model, args.budget)
+    if getattr(args, "policy", None) is not None:
+        set_policy(model, args.policy)
     return model, tokenizer
 
 
@@ -154,6 +158,28 @@ def cmd_demo(args: argparse.Namespace) -> None:
         write_json_atomic(args.json, {"eval": evaluations, "bench": speed})
 
 
+def cmd_inspect(args: argparse.Namespace) -> None:
+    import torch
+
+    from ponder.adaptive import get_budget
+    from ponder.data import load_text
+    from ponder.report.terminal import render_inspect
+    from ponder.stats import inspect_routing
+
+    text = load_text(args.data)
+    model, tokenizer = _load(args)
+    ids = tokenizer(text[: args.tokens * 20], add_special_tokens=False).input_ids[: args.tokens]
+    if len(ids) < 2:
+        raise PonderError(f"'{args.data}' has fewer than 2 tokens: give a longer text")
+    result = inspect_routing(model, torch.tensor([ids]))
+    modules_policy = getattr(model, "ponder_config", {}).get("policy") or getattr(model, "ponder_config", {}).get(
+        "config", {}
+    ).get("policy")
+    result.update(model=args.model, data=args.data, method=_method(model), budget=get_budget(model))
+    result["policy"] = modules_policy if "experts_per_token" in result else None
+    _emit(args, result, render_inspect)
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
@@ -223,17 +249,19 @@ def _generate_with_compute(args: argparse.Namespace, model, tokenizer, decoder, 
 def cmd_convert(args: argparse.Namespace) -> None:
     from ponder.adaptive import convert, save_adaptive
     from ponder.data import load_text
-    from ponder.methods import get_method
+    from ponder.methods import make_config, parse_options
     from ponder.report.terminal import console
 
-    method = get_method(args.method)
-    load_text(args.calib)  # fail fast on bad calibration data, before the model load
+    options = parse_options(args.set)
+    if args.min_budget:
+        options["min_budget"] = str(args.min_budget)
+    config = make_config(args.method, options)  # unknown method or bad options fail before the model load
+    load_text(args.calib)  # so does bad calibration data
     if args.output.exists() and not args.overwrite:
         raise PonderError(f"output '{args.output}' exists: pass --overwrite or choose another -o")
-    try:
-        config = method.config_class(**({"min_budget": args.min_budget} if args.min_budget else {}))
-    except ValueError as e:
-        raise PonderError(f"bad options for {args.method}: {e}") from None
+    work = args.output.parent / f".{args.output.name}.partial"  # captured activations, per-layer checkpoints
+    if work.exists() and not args.resume:
+        raise PonderError(f"an interrupted conversion is in {work}: pass --resume to continue it, or delete it")
     model, tokenizer = _load(args)
     start = time.perf_counter()
     convert(
@@ -245,9 +273,12 @@ def cmd_convert(args: argparse.Namespace) -> None:
         calibration_tokens=args.calib_tokens,
         budget=args.budget or 1.0,
         allocation=args.allocation,
+        work_dir=work,
+        resume=args.resume,
         progress=not args.quiet,
     )
     save_adaptive(model, args.output, base_model=args.model)
+    shutil.rmtree(work, ignore_errors=True)
     console.print(f"converted {args.model} with {args.method} in {time.perf_counter() - start:.0f} s → {args.output}")
 
 
@@ -306,7 +337,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     if not rows:
         raise PonderError(f"no sweep results in '{args.directory}': run `ponder sweep MODEL ... -o {args.directory}`")
     models = args.directory / "models"
-    methods = sorted(p.name for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+    methods = (
+        sorted(p.name for p in models.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if models.is_dir()
+        else []
+    )
     method = args.method or (methods[0] if methods else None)
     if method is not None and method not in methods:
         raise PonderError(f"no converted '{method}' model in {models}: choose one of {', '.join(methods) or 'none'}")
@@ -361,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive, default=None, help="first N task items only")
     ev.add_argument("--batch-size", type=_positive, default=32, help="sequences per forward pass for --task")
     ev.add_argument("--json", help="write the result to this JSON file")
+    ev.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
     ev.set_defaults(run=cmd_eval)
 
     bench = commands.add_parser("bench", help="decode and prefill speed against the dense model, same process")
@@ -371,16 +407,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--new-tokens", type=_positive, default=128)
     bench.add_argument("--prefill-tokens", type=_positive, default=512)
     bench.add_argument("--json", help="write the result to this JSON file")
+    bench.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
     bench.set_defaults(run=cmd_bench)
 
     conv = commands.add_parser("convert", help="make a model adaptive with a method, calibrated on held-out text")
     _common(conv)
-    conv.add_argument("--method", required=True, help="teal, cats, predictor or nested")
+    conv.add_argument("--method", required=True, help="teal, cats, predictor, nested or moe")
     conv.add_argument("-o", "--output", type=Path, required=True, help="directory for the converted model")
     conv.add_argument("--budget", type=_budget, default=None, help="budget saved with the model (default 1)")
     conv.add_argument("--calib", default="wikitext2-valid", help="calibration text (never the evaluation text)")
     conv.add_argument("--calib-tokens", type=_positive, default=8192, help="calibration tokens (default 8192)")
     conv.add_argument("--min-budget", type=_budget, default=None, help="lowest budget to calibrate")
+    conv.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option (repeatable), e.g. --set experts=32 --set pseudo_experts=zero/constant",
+    )
     conv.add_argument(
         "--allocation",
         choices=["uniform", "greedy"],
@@ -388,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-layer budgets: uniform (default) or greedy by calibration loss (a few minutes more)",
     )
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    conv.add_argument("--resume", action="store_true", help="continue an interrupted conversion into the same -o")
     conv.set_defaults(run=cmd_convert)
 
     ex = commands.add_parser("export", help="write a nested model at one static width as a plain HF checkpoint")
@@ -424,6 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
     rep.set_defaults(run=cmd_report)
 
+    ins = commands.add_parser("inspect", help="per-layer compute and routing statistics of a converted model")
+    _common(ins)
+    ins.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
+    ins.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
+    ins.add_argument("--data", default="wikitext2", help="text to route: bundled name or .txt/.jsonl file")
+    ins.add_argument("--tokens", type=_positive, default=1024, help="tokens of the text (default 1024)")
+    ins.add_argument("--json", help="write the statistics to this JSON file")
+    ins.set_defaults(run=cmd_inspect)
+
     gen = commands.add_parser("generate", help="greedy generation with the lean decoder")
     _common(gen)
     gen.add_argument("prompt")
@@ -431,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
     gen.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
     gen.add_argument("--show-compute", action="store_true", help="stream tokens shaded by the FFN compute used")
+    gen.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
     gen.set_defaults(run=cmd_generate)
     return parser
 

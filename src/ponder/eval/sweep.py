@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from ponder.adaptive import ALLOCATIONS, convert, load, save_adaptive, set_budget
+from ponder.adaptive import ALLOCATIONS, convert, load, save_adaptive, set_budget, set_policy
 from ponder.data import EVAL_DEFAULT, load_text
 from ponder.errors import PonderError
 from ponder.eval.perplexity import perplexity
 from ponder.eval.tasks import TaskResult, check_task, evaluate_task
 from ponder.inference.bench import benchmark
-from ponder.methods import get_method
+from ponder.methods import make_config, parse_options
+from ponder.routing import check_policy
 
 RESULTS = "results.jsonl"
 
@@ -48,13 +51,33 @@ def _done(records: list[dict], method: str, budget: float, key: str) -> bool:
     return any(r["method"] == method and r["budget"] == budget and key in r for r in records)
 
 
-def variant(method: str) -> tuple[str, str]:
-    """'teal' → (teal, uniform); 'teal+greedy' → (teal, greedy): a method and its per-layer allocation."""
-    name, _, allocation = method.partition("+")
-    get_method(name)
+@dataclass(frozen=True)
+class Variant:
+    """One sweep entry: `NAME[+ALLOCATION][:KEY=VALUE...][@POLICY]`, e.g. `teal+greedy`, `moe:pseudo_experts=none`,
+    `moe@top-p`. Entries that differ only in policy share one converted model (policies switch at run time)."""
+
+    spec: str
+    name: str
+    allocation: str
+    options: dict
+    policy: str | None
+
+    @property
+    def model_dir(self) -> str:
+        return self.spec.partition("@")[0].replace("/", "-")
+
+
+def variant(spec: str) -> Variant:
+    converted, _, policy = spec.partition("@")
+    head, *pairs = converted.split(":")
+    name, _, allocation = head.partition("+")
+    options = parse_options(pairs)
+    make_config(name, options)  # unknown method or bad options fail before any work
     if allocation and allocation not in ALLOCATIONS:
-        raise PonderError(f"'{method}': allocation '{allocation}' is unknown; use {' or '.join(ALLOCATIONS)}")
-    return name, allocation or "uniform"
+        raise PonderError(f"'{spec}': allocation '{allocation}' is unknown; use {' or '.join(ALLOCATIONS)}")
+    if policy:
+        check_policy(policy)
+    return Variant(spec, name, allocation or "uniform", options, policy or None)
 
 
 def _task_record(result: TaskResult) -> dict:
@@ -104,20 +127,26 @@ def sweep(
     if not all(_done(records, "dense", 1.0, key) for key in ["perplexity"] + (["acc"] if task else [])):
         measure(*load(model_name), "dense", 1.0)
     for method in methods:
-        converted = directory / "models" / method
+        spec = variant(method)
+        converted = directory / "models" / spec.model_dir
         if not converted.exists():
             model, tokenizer = load(model_name)
-            name, allocation = variant(method)
             convert(
                 model,
                 tokenizer,
-                name,
+                spec.name,
+                config=make_config(spec.name, spec.options),
                 calibration_tokens=calibration_tokens,
-                allocation=allocation,
+                allocation=spec.allocation,
+                work_dir=directory / "models" / f".{spec.model_dir}.partial",
+                resume=True,  # a sweep killed mid-conversion continues where it stopped
                 progress=progress,
             )
             save_adaptive(model, converted, base_model=model_name)
+            shutil.rmtree(directory / "models" / f".{spec.model_dir}.partial", ignore_errors=True)
         model, tokenizer = load(str(converted))
+        if spec.policy:
+            set_policy(model, spec.policy)
         usable = []
         for budget in budgets:
             try:

@@ -18,7 +18,10 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
+from ponder.kernels import native
+from ponder.models.ffn import FFNView, activation_name, ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
+from ponder.stats import ReportsCompute
 
 
 class GenericRunner:
@@ -37,10 +40,43 @@ class GenericRunner:
         return out.logits[:, -1]
 
 
+class NativeDenseFFN:
+    """A dense (not adaptive) FFN module, run for one fp32 token by the same C kernel family the adaptive methods'
+    decode executors use, so dense-vs-adaptive timings compare skipping, not executors. Anything else, and any call
+    while hooks are attached (a ComputeMeter or ComputeTrace measuring), goes to the module itself."""
+
+    def __init__(self, view: FFNView, activation: str):
+        self.view = view
+        self.activation = activation
+
+    @classmethod
+    def wrap(cls, model: PreTrainedModel, module: nn.Module) -> nn.Module | NativeDenseFFN:
+        """`module` wrapped where the kernel applies (a dense fp32 FFN with a known activation), else itself."""
+        activation = activation_name(model)
+        usable = native.library() is not None and activation in native.ACTIVATIONS and model.dtype == torch.float32
+        if not usable or isinstance(module, ReportsCompute):  # adaptive modules have their own executors
+            return module
+        view = ffn_view(module, architecture_of(model))
+        weights = [w for w in (view.gate, view.up, view.down) if w is not None]
+        return cls(view, activation) if all(w.is_contiguous() for w in weights) else module
+
+    def __call__(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        module = self.view.module
+        if hidden_states.numel() != hidden_states.shape[-1] or module._forward_hooks or module._forward_pre_hooks:
+            return module(hidden_states)
+        view = self.view
+        out = native.glu_dense(
+            hidden_states.reshape(-1), view.gate, view.up, view.down, self.activation, view.gate_bias, view.up_bias
+        )
+        if view.down_bias is not None:
+            out += view.down_bias
+        return out.view(hidden_states.shape)
+
+
 class _Layer:
     """One Llama-style decoder layer's tensors, with Q, K and V fused into one [(H+2K)·E, D] weight."""
 
-    def __init__(self, layer: nn.Module, attention: str, ffn: str):
+    def __init__(self, model: PreTrainedModel, layer: nn.Module, attention: str, ffn: str):
         attn = getattr(layer, attention)
         self.qkv_weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach()
         biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
@@ -51,7 +87,7 @@ class _Layer:
         self.scaling = attn.scaling
         self.input_norm = layer.input_layernorm
         self.post_norm = layer.post_attention_layernorm
-        self.ffn = getattr(layer, ffn)
+        self.ffn = NativeDenseFFN.wrap(model, getattr(layer, ffn))
 
 
 def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +102,7 @@ class RopeRunner:
         config = model.config
         self.model = model
         self.max_len = max_len
-        self.layers = [_Layer(layer, arch.attention, arch.ffn) for layer in decoder_layers(model)]
+        self.layers = [_Layer(model, layer, arch.attention, arch.ffn) for layer in decoder_layers(model)]
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

@@ -61,7 +61,10 @@ def library() -> ctypes.CDLL | None:
     lib.teal_ffn.argtypes = [pointer] * 3 + [i64, i64, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int]
     lib.teal_ffn.argtypes += [pointer] * 4
     lib.cats_ffn.argtypes = [pointer] * 6 + [i64, i64, ctypes.c_float, ctypes.c_int] + [pointer] * 4
-    for fn in (lib.glu_rows, lib.teal_ffn, lib.cats_ffn):
+    lib.moe_ffn.argtypes = [pointer, i64, pointer, pointer, i64, pointer, pointer, i64, ctypes.c_int, ctypes.c_float]
+    lib.moe_ffn.argtypes += [pointer, pointer, i64] + [pointer] * 8 + [i64, i64, ctypes.c_int] + [pointer] * 6
+    lib.glu_dense.argtypes = [pointer] * 6 + [i64, i64, ctypes.c_int, pointer, pointer]
+    for fn in (lib.glu_rows, lib.glu_dense, lib.teal_ffn, lib.cats_ffn, lib.moe_ffn):
         fn.restype = None
     return lib
 
@@ -118,6 +121,27 @@ def glu_rows(
     return out
 
 
+def glu_dense(
+    x: torch.Tensor,
+    gate: torch.Tensor | None,
+    up: torch.Tensor,
+    down: torch.Tensor,
+    activation: str,
+    gate_bias: torch.Tensor | None = None,
+    up_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The dense FFN output [D] of one token x [D], every neuron (no down bias); weights in nn.Linear layout."""
+    _check(x, gate, up, down, gate_bias, up_bias)
+    F, D = up.shape
+    out = x.new_empty(D)
+    h = _workspace("dense_h", F)
+    library().glu_dense(
+        _ptr(x), _ptr(gate), _ptr(up), _ptr(down), _ptr(gate_bias), _ptr(up_bias), D, F, ACTIVATIONS[activation],
+        _ptr(out), _ptr(h),
+    )  # fmt: skip
+    return out
+
+
 def teal_ffn(
     x: torch.Tensor,
     in_major: torch.Tensor,
@@ -164,3 +188,43 @@ def cats_ffn(
         ACTIVATIONS[activation], _ptr(out), _ptr(work), _ptr(index), _ptr(counts),
     )  # fmt: skip
     return out, int(counts[0])
+
+
+class MoEKernel:
+    """`moe_ffn` prepared for one module: every weight pointer checked and converted once, so a decode step pays
+    one ctypes call (the per-call checks cost ~45 µs per layer, a third of the layer's sparse work).
+
+    router: (W1 [R, D], b1 [R], W2 [E, R], b2 [E]); chooser: (W [P, D], b [P]) or None; pseudo_kinds: [P] int32
+    (0 zero, 1 copy, 2 constant) or None; compensation: (copy, constant) rows [E + 1, D] (the last their total),
+    either None; weights: permuted (gate, up, down_t, gate_bias, up_bias). The tensors must outlive the kernel
+    and stay where they are (build a new one after replacing any).
+    """
+
+    def __init__(
+        self, router, chooser, pseudo_kinds, compensation, weights, *, shared: int, size: int, activation: str
+    ):
+        w1, b1, w2, b2 = router
+        chooser_w, chooser_b = chooser if chooser is not None else (None, None)
+        tensors = (w1, b1, w2, b2, chooser_w, chooser_b, pseudo_kinds, *compensation, *weights)
+        _check(*tensors)
+        self._keep = tensors
+        self.D, self.E = w1.shape[1], w2.shape[0]
+        R, pseudo = w1.shape[0], 0 if pseudo_kinds is None else pseudo_kinds.numel()
+        self.scratch = torch.empty(torch.get_num_threads() * self.D)
+        self.work = torch.empty(3 * self.E + R + pseudo + 8)
+        self.index = torch.empty(shared + self.E * size, dtype=torch.int64)
+        self.chosen = torch.empty(self.E, dtype=torch.int64)
+        self.counts = torch.zeros(2, dtype=torch.int64)
+        p = [_ptr(t) for t in tensors]
+        self._head = (self.D, p[0], p[1], R, p[2], p[3], self.E)
+        self._middle = (p[4], p[5], pseudo, p[6], p[7], p[8], *p[9:14], shared, size, ACTIVATIONS[activation])
+        self._tail = tuple(map(_ptr, (self.scratch, self.work, self.index, self.chosen, self.counts)))
+        self._fn = library().moe_ffn
+
+    def __call__(self, x: torch.Tensor, policy: int, knob: float) -> tuple[torch.Tensor, int, int]:
+        """One contiguous fp32 token x [D] → (output [D] without down bias, experts chosen, pseudo option);
+        the chosen experts are `self.chosen[:n]` until the next call."""
+        out = torch.empty(self.D)
+        self._fn(x.data_ptr(), *self._head, policy, knob, *self._middle, out.data_ptr(), *self._tail)
+        n, option = self.counts.tolist()
+        return out, n, option

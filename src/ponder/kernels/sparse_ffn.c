@@ -48,8 +48,9 @@ static void axpy_columns(const float *coef, const float *W, const int64_t *idx, 
  * than a coefficient pass followed by axpy_columns (benchmarks/ffn_kernels.py, blocks of 32 at half the neurons:
  * 1.61-1.76x over dense against 1.53-1.56x).
  * scratch: threads x D floats. */
-void glu_rows(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
-              const float *up_bias, const int64_t *idx, int64_t k, int64_t D, int act, float *y, float *scratch) {
+static void rows_ffn(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
+                     const float *up_bias, const int64_t *idx, int64_t k, int64_t D, int act, float *y,
+                     float *scratch) {
     int threads = omp_get_max_threads();
 #pragma omp parallel
     {
@@ -71,6 +72,119 @@ void glu_rows(const float *x, const float *gate, const float *up, const float *d
         for (int t = 0; t < threads; t++) s += scratch[t * D + d];
         y[d] = s;
     }
+}
+
+void glu_rows(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
+              const float *up_bias, const int64_t *idx, int64_t k, int64_t D, int act, float *y, float *scratch) {
+    rows_ffn(x, gate, up, down_t, gate_bias, up_bias, idx, k, D, act, y, scratch);
+}
+
+/* The dense FFN of one token, every neuron: h = act(gate x) * (up x) (or act(up x)), then y = down h with `down`
+ * in its stored [D, F] layout, so dense models need no transposed copy. The same loops and threads as the sparse
+ * kernels, so a dense-vs-sparse ratio measures skipping, not the executor. h: F floats of scratch. */
+void glu_dense(const float *x, const float *gate, const float *up, const float *down, const float *gate_bias,
+               const float *up_bias, int64_t D, int64_t F, int act, float *y, float *h) {
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < F; i++) {
+            float u = dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f);
+            h[i] = gate ? activate(dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act) * u
+                        : activate(u, act);
+        }
+#pragma omp for schedule(static)
+        for (int64_t d = 0; d < D; d++) y[d] = dot(down + d * F, h, F);
+    }
+}
+
+/* Routing policies over E scores (ponder.routing is the specification): 0 top-k, 1 top-p, 2 dynamic-k,
+ * 3 threshold. Writes the chosen experts to `chosen` in ascending order and returns how many. */
+static int64_t route(const float *s, int64_t E, int policy, float knob, int64_t *chosen, float *work) {
+    int64_t n = 0;
+    if (policy == 0) { /* top-k: k rounds of argmax */
+        int64_t k = (int64_t)nearbyintf(knob < 0.f ? 0.f : (knob > (float)E ? (float)E : knob));
+        char *taken = (char *)work;
+        for (int64_t e = 0; e < E; e++) taken[e] = 0;
+        for (int64_t j = 0; j < k; j++) {
+            int64_t best = -1;
+            for (int64_t e = 0; e < E; e++)
+                if (!taken[e] && (best < 0 || s[e] > s[best])) best = e;
+            taken[best] = 1;
+        }
+        for (int64_t e = 0; e < E; e++)
+            if (taken[e]) chosen[n++] = e;
+    } else if (policy == 1) { /* top-p over the positive scores' shares */
+        if (knob <= 0.f) return 0;
+        float total = 0.f, before = 0.f;
+        for (int64_t e = 0; e < E; e++) total += s[e] > 0.f ? s[e] : 0.f;
+        if (total < 1e-12f) total = 1e-12f;
+        char *taken = (char *)work;
+        for (int64_t e = 0; e < E; e++) taken[e] = 0;
+        for (int64_t j = 0; j < E && before < knob; j++) {
+            int64_t best = -1;
+            for (int64_t e = 0; e < E; e++)
+                if (!taken[e] && (best < 0 || s[e] > s[best])) best = e;
+            taken[best] = 1;
+            before += (s[best] > 0.f ? s[best] : 0.f) / total;
+        }
+        for (int64_t e = 0; e < E; e++)
+            if (taken[e]) chosen[n++] = e;
+    } else if (policy == 2) { /* dynamic-k: at least (1 - knob) of the best score */
+        if (knob <= 0.f) return 0;
+        float best = s[0];
+        for (int64_t e = 1; e < E; e++) best = s[e] > best ? s[e] : best;
+        for (int64_t e = 0; e < E; e++)
+            if (s[e] >= (1.f - knob) * best) chosen[n++] = e;
+    } else { /* threshold: one cut for every token */
+        for (int64_t e = 0; e < E; e++)
+            if (s[e] > -knob) chosen[n++] = e;
+    }
+    return n;
+}
+
+/* One token through a converted MoE FFN (ponder.methods.moe), in one call:
+ * router scores = W2 silu(W1 x + b1) + b2 over E routed experts; the policy picks experts; the shared rows
+ * [0, shared) and every chosen expert's rows [shared + e*S, shared + (e+1)*S) of the permuted weights run;
+ * with a pseudo expert (comp_kind 1 = copy, 2 = constant; chooser != NULL picks among `pseudo` options by the
+ * smallest predicted error), the skipped experts' stand-in is added: total - sum over chosen experts of `comp`.
+ * work: 2*E + R + pseudo floats; idx: shared + E*S int64; out_counts: [0] experts chosen, [1] pseudo option;
+ * chosen: E int64 (the experts). */
+void moe_ffn(const float *x, int64_t D, const float *w1, const float *b1, int64_t R, const float *w2,
+             const float *b2, int64_t E, int policy, float knob, const float *chooser, const float *chooser_bias,
+             int64_t pseudo, const int *pseudo_kinds, const float *comp_copy, const float *comp_const,
+             const float *gate, const float *up, const float *down_t, const float *gate_bias, const float *up_bias,
+             int64_t shared, int64_t S, int act, float *y, float *scratch, float *work, int64_t *idx,
+             int64_t *chosen, int64_t *out_counts) {
+    float *hidden = work, *scores = work + R, *predicted = scores + E, *route_work = predicted + pseudo;
+    for (int64_t r = 0; r < R; r++) {
+        float v = dot(w1 + r * D, x, D) + b1[r];
+        hidden[r] = v / (1.f + expf(-v));
+    }
+    for (int64_t e = 0; e < E; e++) scores[e] = dot(w2 + e * R, hidden, R) + b2[e];
+    int64_t n = route(scores, E, policy, knob, chosen, route_work);
+    int64_t option = 0;
+    if (chooser) {
+        for (int64_t p = 0; p < pseudo; p++) {
+            predicted[p] = dot(chooser + p * D, x, D) + chooser_bias[p];
+            if (predicted[p] < predicted[option]) option = p;
+        }
+    }
+    int kind = pseudo ? pseudo_kinds[option] : 0;
+    int64_t k = 0;
+    for (int64_t i = 0; i < shared; i++) idx[k++] = i;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < S; i++) idx[k++] = shared + chosen[j] * S + i;
+    rows_ffn(x, gate, up, down_t, gate_bias, up_bias, idx, k, D, act, y, scratch);
+    if (kind) { /* comp rows: E per-expert vectors, then their total (row E) */
+        const float *comp = kind == 1 ? comp_copy : comp_const;
+        for (int64_t d = 0; d < D; d++) {
+            float v = comp[E * D + d];
+            for (int64_t j = 0; j < n; j++) v -= comp[chosen[j] * D + d];
+            y[d] += kind == 1 ? v * x[d] : v;
+        }
+    }
+    out_counts[0] = n;
+    out_counts[1] = option;
 }
 
 /* TEAL in one call. x [D]; in_major [D, P*F] (gate columns then up columns, P = 2 for GLU, 1 otherwise);

@@ -26,6 +26,10 @@ def _parameter(t: torch.Tensor | None) -> nn.Parameter | None:
     return nn.Parameter(t.detach().contiguous(), requires_grad=False)
 
 
+def _rows(t: torch.Tensor | None, rows: slice | torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t[rows]
+
+
 def budget_grid(min_budget: float, step: float = 0.05) -> torch.Tensor:
     """Budgets thresholds are calibrated at: min_budget, then multiples of `step`, up to 1."""
     points = [min_budget] + [k * step for k in range(1, round(1 / step) + 1) if k * step > min_budget + 1e-9]
@@ -38,6 +42,11 @@ def quantile(values: torch.Tensor, q: torch.Tensor, sample: int = 4_000_000) -> 
     if flat.numel() > sample:
         flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:sample]]
     return torch.quantile(flat, q.clamp(0, 1).float())
+
+
+def native_token(x: torch.Tensor) -> bool:
+    """One fp32 token [1, D] and the C kernels built: the decode executors apply."""
+    return x.shape[0] == 1 and x.dtype == torch.float32 and native.library() is not None
 
 
 def check_budget(budget: float) -> float:
@@ -129,11 +138,44 @@ class SparseFFN(nn.Module):
 
     def _count(self, macs: torch.Tensor | int) -> None:
         """Record work done: MACs per token ([N]), or an int for a single token."""
+        if isinstance(macs, int) and self.trace is None:  # one decode token: no tensor work on the hot path
+            self._tokens += 1
+            self._macs += macs
+            return
         per_token = torch.as_tensor(macs, dtype=torch.int64).reshape(-1)
         self._tokens += per_token.numel()
         self._macs += int(per_token.sum())
         if self.trace is not None:
             self.trace.append(per_token.double() / self.dense_macs())
+
+    # --- permuted neurons (methods whose parts are contiguous blocks of a neuron order) -------------------------
+    def use_neuron_order(self) -> None:
+        """Keep a neuron order (saved with the model) and permuted copies of the projections in it, so every part
+        is a contiguous block of rows. The dense path keeps the original weights, so budget 1 stays exact."""
+        self.register_buffer("order", torch.arange(self.up.shape[0]))  # [F]
+        self.register_load_state_dict_post_hook(lambda module, _: module.arrange())
+        self.arrange()
+
+    @torch.no_grad()
+    def arrange(self) -> None:
+        """(Re)build the permuted copies after `order` changed."""
+        order = self.order
+        self.register_buffer("gate_p", None if self.gate is None else self.gate[order].contiguous(), persistent=False)
+        self.register_buffer("up_p", self.up[order].contiguous(), persistent=False)
+        self.register_buffer("down_t", self.down.t()[order].contiguous(), persistent=False)  # [F, D]
+        self.register_buffer("gate_bias_p", _rows(self.gate_bias, order), persistent=False)
+        self.register_buffer("up_bias_p", _rows(self.up_bias, order), persistent=False)
+
+    def neurons(self, x: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
+        """Activations of the permuted neurons `rows` for x [N, D]: [N, |rows|]."""
+        up = nn.functional.linear(x, self.up_p[rows], _rows(self.up_bias_p, rows))
+        if self.gate_p is None:
+            return self.act(up)
+        return self.act(nn.functional.linear(x, self.gate_p[rows], _rows(self.gate_bias_p, rows))) * up
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        """Add the down projection's bias, which every token's output carries whatever ran."""
+        return out if self.down_bias is None else out + self.down_bias
 
     # --- forward ------------------------------------------------------------------------------------------
     def intermediate(self, x: torch.Tensor, gate_pre: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,6 +191,10 @@ class SparseFFN(nn.Module):
         return nn.functional.linear(h, self.down, self.down_bias)
 
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if native_token(x) and self.activation in native.ACTIVATIONS:  # one token: the kernel the methods use
+            self._count(self.dense_macs())
+            out = native.glu_dense(x[0], self.gate, self.up, self.down, self.activation, self.gate_bias, self.up_bias)
+            return self.finish(out[None])
         self._count(torch.full((x.shape[0],), self.dense_macs()))
         return self.output(self.intermediate(x))
 
@@ -162,7 +208,7 @@ class SparseFFN(nn.Module):
         return None
 
     def use_fast(self, x: torch.Tensor) -> bool:
-        return x.shape[0] == 1 and x.dtype == torch.float32 and native.library() is not None
+        return native_token(x)
 
     def runs_dense(self) -> bool:
         return self.budget >= FULL_BUDGET

@@ -64,6 +64,15 @@ class FFNView:
         return nn.functional.linear(self.intermediate(hidden_states), self.down, self.down_bias)
 
 
+def activation_name(model: nn.Module) -> str:
+    """The FFN activation's name in the model config (what the C kernels switch on), or 'unknown'."""
+    config = model.config
+    for key in ("hidden_activation", "hidden_act", "activation_function"):
+        if isinstance(getattr(config, key, None), str):
+            return getattr(config, key)
+    return "unknown"
+
+
 def _weight(module: nn.Module, transposed: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     weight = module.weight.T if transposed else module.weight
     return weight, getattr(module, "bias", None)

@@ -80,3 +80,39 @@ def render_bench(result: dict) -> None:
         f"(same tokens: {'yes' if result['tokens_match_hf'] else 'NO'}); weights read per token "
         f"{dense['weight_bytes_per_token'] / 1e6:.0f} MB → {dense['bandwidth_gb_s']:.1f} GB/s achieved"
     )
+
+
+def _bar(share: float, width: int = 20) -> str:
+    filled = round(min(max(share, 0.0), 1.0) * width)
+    return "█" * filled + "·" * (width - filled)
+
+
+def render_inspect(result: dict) -> None:
+    """Per layer: FFN compute, experts per token, the busiest and idlest expert's share, pseudo experts' shares."""
+    routed = "experts_per_token" in result
+    title = f"where compute goes · {result['model']} · {result['method']} @ {result['budget']:.2f}"
+    if result.get("policy"):
+        title += f" · {result['policy']}"
+    table = Table(title=f"{title} · {result['tokens']} tokens of {result['data']}")
+    columns = ["layer", "FFN compute", ""]
+    if routed:
+        pseudo = list(result["pseudo_share"])
+        columns += ["experts/token", "busiest", "idlest", "0 experts", *pseudo]
+    for column in columns:
+        table.add_column(column, justify="right")
+    for layer in result["layers"]:
+        row = [str(layer["layer"]), f"{layer['ffn_compute']:.3f}", _bar(layer["ffn_compute"])]
+        if routed:
+            load, histogram = layer["load_share"], layer["histogram"]
+            row += [f"{layer['experts_per_token']:.1f} / {len(load)}", f"{max(load):.2f}", f"{min(load):.2f}"]
+            row += [f"{histogram[0] / max(layer['tokens'], 1):.2f}"]
+            row += [f"{layer['pseudo_share'][name]:.2f}" for name in pseudo]
+        table.add_row(*row)
+    console.print(table)
+    line = f"mean FFN compute {result['ffn_compute']:.3f} of dense"
+    if routed:
+        shares = ", ".join(f"{name} {share:.2f}" for name, share in result["pseudo_share"].items())
+        line += f"; {result['experts_per_token']:.1f} routed experts per token" + (
+            f"; pseudo experts: {shares}" if shares else ""
+        )
+    console.print(line)

@@ -10,16 +10,11 @@ Shapes: N = tokens, D = hidden, F = neurons, L = learners, S = F / L neurons per
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ponder.errors import PonderError
 from ponder.methods.base import SparseFFN, budget_grid, scorer, scorer_macs
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.nested.config import NestedConfig
-
-
-def _rows(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-    return None if t is None else t[rows]
 
 
 class NestedFFN(SparseFFN):
@@ -34,22 +29,10 @@ class NestedFFN(SparseFFN):
         self.block = view.d_ff // config.learners
         # The router predicts log ‖y − y_k‖ for k = 0..L−1 (y_k: output of the first k learners).
         self.router = scorer(view, config.rank, self.learners, name="router", min_budget=config.min_budget)
-        self.register_buffer("order", torch.arange(view.d_ff))  # neuron order, most important first
+        self.use_neuron_order()  # most important first
         self.static_learners: int | None = None
         """When set, every token runs this many learners and the router is not run (a MatFormer-style static
         width; `ponder.export` writes it as a plain dense checkpoint)."""
-        self.register_load_state_dict_post_hook(lambda module, _: module.arrange())
-        self.arrange()
-
-    @torch.no_grad()
-    def arrange(self) -> None:
-        """Permuted copies of the projections in `order` (the dense path keeps the original, exact weights)."""
-        order = self.order
-        self.register_buffer("gate_p", None if self.gate is None else self.gate[order].contiguous(), persistent=False)
-        self.register_buffer("up_p", self.up[order].contiguous(), persistent=False)
-        self.register_buffer("down_t", self.down.t()[order].contiguous(), persistent=False)
-        self.register_buffer("gate_bias_p", _rows(self.gate_bias, order), persistent=False)
-        self.register_buffer("up_bias_p", _rows(self.up_bias, order), persistent=False)
 
     def router_macs(self) -> int:
         return scorer_macs(self.router)
@@ -102,21 +85,11 @@ class NestedFFN(SparseFFN):
         router = 0 if self.static_learners is not None else self.router_macs()
         self._count(router + k * self.block * self.neuron_macs())
 
-    def neurons(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
-        """Activations of the permuted neurons `rows` for x [N, D]: [N, |rows|]."""
-        up = nn.functional.linear(x, self.up_p[rows], _rows(self.up_bias_p, rows))
-        if self.gate_p is None:
-            return self.act(up)
-        return self.act(nn.functional.linear(x, self.gate_p[rows], _rows(self.gate_bias_p, rows))) * up
-
-    def _finish(self, out: torch.Tensor) -> torch.Tensor:
-        return out if self.down_bias is None else out + self.down_bias
-
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.learners_for(x)
         self._count_learners(k)
         mask = torch.arange(self.up.shape[0]) < (k * self.block)[:, None]  # [N, F]
-        return self._finish((self.neurons(x, slice(None)) * mask) @ self.down_t)
+        return self.finish((self.neurons(x, slice(None)) * mask) @ self.down_t)
 
     def runs_dense(self) -> bool:
         return self.static_learners is None and super().runs_dense()
@@ -129,7 +102,7 @@ class NestedFFN(SparseFFN):
         self._count_learners(k)
         if x.shape[0] == 1:
             rows = slice(0, int(k[0]) * self.block)
-            return self._finish(self.neurons(x, rows) @ self.down_t[rows])
+            return self.finish(self.neurons(x, rows) @ self.down_t[rows])
         k, order = k.sort(descending=True)
         x_sorted = x[order]
         out = torch.zeros_like(x)
@@ -137,7 +110,7 @@ class NestedFFN(SparseFFN):
             tokens = int((k > learner).sum())  # tokens running this learner: a prefix of the sorted batch
             rows = slice(learner * self.block, (learner + 1) * self.block)
             out[:tokens] += self.neurons(x_sorted[:tokens], rows) @ self.down_t[rows]
-        return self._finish(torch.empty_like(out).index_copy_(0, order, out))  # back to token order
+        return self.finish(torch.empty_like(out).index_copy_(0, order, out))  # back to token order
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, learners={self.learners}"

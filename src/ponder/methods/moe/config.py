@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.experts import CLUSTERINGS
+from ponder.routing import POLICIES
+
+PSEUDO_EXPERTS = ("zero", "copy", "constant")
+
+
+@dataclass
+class MoEConfig:
+    """Dense → dynamic MoE: the FFN's neurons cut into `experts` equal blocks (a permutation, so every expert on is
+    the dense FFN), `shared_experts` of them always on; a per-layer router predicts every routed expert's output
+    norm (D2DMoE) and a routing policy picks, per token, the experts that run under the budget."""
+
+    experts: int = 64
+    """Experts per FFN, shared ones included (24 neurons each for SmolLM2-135M). More, smaller experts route
+    closer to single neurons (better quality, measured); fewer, larger blocks read memory faster."""
+    shared_experts: int = 8
+    """Experts always run (CMoE's shared experts): the neurons with the largest mean contribution."""
+    clustering: str = "activations"
+    """How routed experts are formed: 'activations' (neurons contributing to the same tokens, MoEfication's
+    co-activation) or 'weights' (similar gate/up weight rows)."""
+    policy: str = "threshold"
+    """Routing policy at run time (switchable on a loaded model): top-k, top-p, dynamic-k or threshold."""
+    pseudo_experts: list[str] = field(default_factory=lambda: ["zero", "constant"])
+    """Zero-computation experts (after MoE++) that stand in for the routed experts a token skips; the router picks
+    one per token. 'zero': nothing; 'constant': each skipped expert's mean output when skipped; 'copy': each
+    skipped expert's output predicted as a per-channel scale of the input. Empty: skipped experts give nothing."""
+    rank: int = 128
+    """Hidden width of the router (at most d_model / 8)."""
+    steps: int = 800
+    """Adam steps per layer for the router."""
+    lr: float = 3e-3
+    seed: int = 0
+    fit_budget: float = 0.5
+    """Budget at which the pseudo experts are fitted (what a token skips depends on the budget)."""
+    min_budget: float = 0.2
+    """Lowest budget calibrated; must exceed the shared experts' and the router's cost."""
+
+    def __post_init__(self) -> None:
+        if self.experts < 2 or not 0 <= self.shared_experts < self.experts:
+            raise ValueError("experts must be at least 2 and shared_experts in [0, experts)")
+        if self.clustering not in CLUSTERINGS:
+            raise ValueError(f"clustering must be one of {', '.join(CLUSTERINGS)}, got '{self.clustering}'")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got '{self.policy}'")
+        unknown = set(self.pseudo_experts) - set(PSEUDO_EXPERTS)
+        if unknown:
+            raise ValueError(f"pseudo experts must be among {', '.join(PSEUDO_EXPERTS)}, got {sorted(unknown)}")
+        if self.rank < 1 or self.steps < 1:
+            raise ValueError("rank and steps must be positive")
+        if not 0.0 < self.min_budget <= self.fit_budget < 1.0:
+            raise ValueError(f"need 0 < min_budget <= fit_budget < 1, got {self.min_budget} and {self.fit_budget}")

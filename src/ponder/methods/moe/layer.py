@@ -1,0 +1,269 @@
+"""MoE method: the FFN's neurons permuted into shared + routed experts (contiguous row blocks); a router scores the
+routed experts, a policy picks some, and a zero-computation pseudo expert stands in for the ones skipped.
+
+Executors: the masked reference (the specification); grouped for batches where tokens skip most experts (one GEMM
+over the shared rows, then per expert one GEMM over the tokens that chose it, scatter-added back; otherwise the
+masked math is faster here); and for one fp32 token a single C call
+(router, policy, pseudo expert, the chosen experts' rows, compensation), which reads no row of a skipped expert.
+
+Shapes: N = tokens, D = hidden, F = neurons, E = routed experts, S = neurons per expert, P = pseudo experts,
+G = calibrated budgets, Q = routing policies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ponder import routing
+from ponder.errors import PonderError
+from ponder.experts import expert_order
+from ponder.kernels import native
+from ponder.methods.base import SparseFFN, budget_grid, native_token, scorer, scorer_macs
+from ponder.methods.calibrate import fit_regressor
+from ponder.methods.moe.config import PSEUDO_EXPERTS, MoEConfig
+from ponder.stats import RoutingStats
+
+POLICY_NAMES = list(routing.POLICIES)
+GROUPED_BELOW = 0.4
+"""Batches run expert by expert when tokens choose fewer than this share of the routed experts on average, else
+the masked dense math: 24-neuron experts make narrow GEMMs that cost ~2.5x more per FLOP than the dense one here
+(benchmarks/moe_prefill.py), so grouping pays only when it skips most of the work."""
+PSEUDO_KIND = {"zero": 0, "copy": 1, "constant": 2}  # the C kernel's codes
+
+
+class MoEFFN(SparseFFN):
+    method = "moe"
+
+    def __init__(self, *, view, activation: str, config: MoEConfig):
+        if view.d_ff % config.experts:
+            raise PonderError(f"experts={config.experts} does not divide the FFN width {view.d_ff}: choose a divisor")
+        super().__init__(
+            view=view,
+            activation=activation,
+            budget_grid=budget_grid(config.min_budget),
+            threshold_shape=(len(POLICY_NAMES),),  # one knob per policy and budget: [G, Q]
+        )
+        self.config = config
+        self.size = view.d_ff // config.experts
+        self.shared_rows = config.shared_experts * self.size
+        self.routed = config.experts - config.shared_experts
+        self.set_policy(config.policy)
+        self.router = scorer(view, config.rank, self.routed, name="router", min_budget=config.min_budget)
+        self.use_neuron_order()
+        D = view.d_model
+        # Pseudo experts in config order; 'zero' adds nothing, the others add a per-expert stand-in (row E: total).
+        self.pseudo = [p for p in PSEUDO_EXPERTS if p in config.pseudo_experts]
+        self.register_buffer("pseudo_kinds", torch.tensor([PSEUDO_KIND[p] for p in self.pseudo], dtype=torch.int32))
+        for name in ("copy", "constant"):
+            self.register_buffer(f"{name}_rows", torch.zeros(self.routed + 1, D) if name in self.pseudo else None)
+        self.chooser = nn.Linear(D, len(self.pseudo)).requires_grad_(False) if len(self.pseudo) > 1 else None
+        self.stats: RoutingStats | None = None
+        # Plain numbers for the decode step's accounting (no tensor work per token).
+        self._compensates = [PSEUDO_KIND[p] > 0 for p in self.pseudo]
+        self._d_model = D
+        self._expert_macs = self.size * self.neuron_macs()
+        chooser = 0 if self.chooser is None else self.chooser.weight.numel()
+        self._fixed_macs = scorer_macs(self.router) + chooser + self.shared_rows * self.neuron_macs()
+        fixed = self.fixed_macs() / self.dense_macs()
+        if fixed >= config.min_budget:
+            raise PonderError(
+                f"shared experts and router cost {fixed:.2f} of the FFN, more than min_budget {config.min_budget}: "
+                "use fewer shared experts or a higher --min-budget"
+            )
+
+    # --- costs (weight MACs per token; the compensation reads D values per chosen expert, plus the total) --------
+    def neuron_macs(self) -> int:
+        return self.dense_macs() // self.up.shape[0]
+
+    def fixed_macs(self) -> int:
+        """Router, chooser and shared experts: what every token pays."""
+        return self._fixed_macs
+
+    def expert_macs(self) -> int:
+        return self._expert_macs
+
+    def token_macs(self, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
+        """MACs of each token: [N] (chosen: [N, E] bool; option: [N] pseudo expert index)."""
+        experts = chosen.sum(1)  # [N]
+        if not len(self.pseudo):
+            return self.fixed_macs() + experts * self.expert_macs()
+        compensating = self.pseudo_kinds[option] > 0  # [N]
+        return self.fixed_macs() + experts * self.expert_macs() + compensating * (experts + 1) * self.up.shape[1]
+
+    def _count_routed(self, chosen: torch.Tensor, option: torch.Tensor) -> None:
+        self._count(self.token_macs(chosen, option))
+        if self.stats is not None:
+            self.stats.add(chosen, option, self.pseudo)
+
+    def expert_fraction(self, budget: torch.Tensor) -> torch.Tensor:
+        """Share of routed experts a budget pays for (compensation counted as if every token used it)."""
+        D = self.up.shape[1]
+        compensating = int(len(self.pseudo) > 0 and self.pseudo != ["zero"])
+        fixed = self.fixed_macs() + compensating * D
+        per_expert = self.expert_macs() + compensating * D
+        return ((budget * self.dense_macs() - fixed) / (self.routed * per_expert)).clamp(0, 1)
+
+    # --- calibration --------------------------------------------------------------------------------------------
+    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Each routed expert's output for x [N, D]: [N, E, D]."""
+        h = self.neurons(x, slice(self.shared_rows, None)).view(x.shape[0], self.routed, self.size)  # [N, E, S]
+        down = self.down_t[self.shared_rows :].view(self.routed, self.size, -1)  # [E, S, D]
+        return torch.einsum("nes,esd->ned", h, down)
+
+    def calibrate(self, inputs: torch.Tensor) -> None:
+        config = self.config
+        h = torch.cat([self.intermediate(chunk) for chunk in inputs.split(2048)])  # [N, F], dense order
+        weights = torch.cat([w for w in (self.gate, self.up) if w is not None], dim=1)  # [F, 2D]
+        order = expert_order(
+            h, self.down, weights, experts=config.experts, shared=config.shared_experts,
+            clustering=config.clustering, seed=config.seed,
+        )  # fmt: skip
+        del h
+        self.order.copy_(order)
+        self.arrange()
+        # D2DMoE: the router regresses each expert's output norm (scaled to unit spread for Adam).
+        targets = torch.cat([self.expert_outputs(chunk).norm(dim=-1) for chunk in inputs.split(1024)])  # [N, E]
+        fit_regressor(self.router, inputs, targets / targets.std(), steps=config.steps, lr=config.lr, seed=config.seed)
+        scores = self.router(inputs)  # [N, E]
+        if len(self.pseudo) and self.pseudo != ["zero"]:  # fitted first: the chooser's picks change the cost
+            fraction = float(self.expert_fraction(torch.tensor(config.fit_budget)))
+            knob = routing.calibrate_knob(config.policy, scores, fraction)
+            self._fit_pseudo(inputs, routing.route(config.policy, scores, knob))
+        option = self.route_pseudo(inputs)  # [N]
+        for q, policy in enumerate(POLICY_NAMES):
+            for g, budget in enumerate(self.budget_grid.tolist()):
+                cost = lambda chosen: float(self.token_macs(chosen, option).double().mean()) / self.dense_macs()  # noqa: E731
+                self.thresholds[g, q] = routing.calibrate_knob(policy, scores, budget, cost=cost)
+            self.thresholds[-1, q] = routing.knob_range(policy, scores)[1]  # budget 1: every expert
+
+    def _fit_pseudo(self, inputs: torch.Tensor, chosen: torch.Tensor) -> None:
+        """Per skipped expert e: its mean output when skipped (constant) and the per-channel scale of x that best
+        predicts it (copy, least squares), fitted on the calibration tokens that skip it at `fit_budget`; then a
+        linear chooser that predicts, per token, the log error each pseudo expert leaves (MoE++ adapted to a
+        converted model: the pseudo experts stand in for the skipped experts instead of being trained with them)."""
+        D = inputs.shape[1]
+        sums = {name: torch.zeros(self.routed, D) for name in ("copy_num", "copy_den", "constant")}
+        skipped_count = torch.zeros(self.routed)
+        for x, c in zip(inputs.split(1024), chosen.split(1024), strict=True):
+            skipped = (~c).float()  # [n, E]
+            y = self.expert_outputs(x)  # [n, E, D]
+            sums["constant"] += torch.einsum("ne,ned->ed", skipped, y)
+            sums["copy_num"] += torch.einsum("ne,ned,nd->ed", skipped, y, x)
+            sums["copy_den"] += skipped.T @ x.square()
+            skipped_count += skipped.sum(0)
+        rows = {
+            "constant": sums["constant"] / skipped_count.clamp_min(1)[:, None],
+            "copy": sums["copy_num"] / sums["copy_den"].clamp_min(1e-6),
+        }
+        for name in ("copy", "constant"):
+            if name in self.pseudo:
+                buffer = getattr(self, f"{name}_rows")
+                buffer[:-1] = rows[name]
+                buffer[-1] = rows[name].sum(0)
+        if self.chooser is None:
+            return
+        errors = []
+        for x, c in zip(inputs.split(1024), chosen.split(1024), strict=True):
+            remainder = torch.einsum("ne,ned->nd", (~c).float(), self.expert_outputs(x))  # [n, D]
+            options = [self._stand_in(name, x, c) for name in self.pseudo]
+            errors.append(torch.stack([(remainder - o).norm(dim=1) for o in options], dim=1))  # [n, P]
+        targets = torch.cat(errors).clamp_min(1e-6).log()
+        fit_regressor(self.chooser, inputs, targets, steps=self.config.steps, lr=self.config.lr, seed=self.config.seed)
+
+    # --- policy -------------------------------------------------------------------------------------------------
+    def set_policy(self, policy: str) -> None:
+        self.policy = routing.check_policy(policy)
+        self._policy_index = POLICY_NAMES.index(policy)
+
+    def knob(self) -> float:
+        return self.threshold_values[self._policy_index]
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen experts [N, E] bool, pseudo option [N]) for x [N, D]."""
+        return routing.route(self.policy, self.router(x), self.knob()), self.route_pseudo(x)
+
+    def route_pseudo(self, x: torch.Tensor) -> torch.Tensor:
+        """The pseudo expert of each token [N]: the one whose predicted error is smallest."""
+        if self.chooser is None:
+            return torch.zeros(x.shape[0], dtype=torch.long)
+        return self.chooser(x).argmin(dim=1)
+
+    def _stand_in(self, name: str, x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """A pseudo expert's output for the experts each token skips: [N, D]."""
+        if name == "zero":
+            return torch.zeros_like(x)
+        rows = getattr(self, f"{name}_rows")  # [E + 1, D]
+        skipped_sum = rows[-1] - chosen.to(rows.dtype) @ rows[:-1]  # the total minus the chosen experts' rows
+        return skipped_sum * x if name == "copy" else skipped_sum
+
+    def compensation(self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        for index, name in enumerate(self.pseudo):
+            tokens = option == index
+            if name != "zero" and tokens.any():
+                out[tokens] = self._stand_in(name, x[tokens], chosen[tokens])
+        return out
+
+    # --- executors ----------------------------------------------------------------------------------------------
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        chosen, option = self.route(x)
+        self._count_routed(chosen, option)
+        return self._masked(x, chosen, option)
+
+    def _masked(self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
+        """Every neuron computed, the skipped ones masked out: the specification."""
+        shared = torch.ones(x.shape[0], self.shared_rows, dtype=torch.bool)
+        mask = torch.cat([shared, chosen.repeat_interleave(self.size, dim=1)], dim=1)  # [N, F]
+        return self.finish((self.neurons(x, slice(None)) * mask) @ self.down_t + self.compensation(x, chosen, option))
+
+    def use_fast(self, x: torch.Tensor) -> bool:
+        return x.shape[0] > 1 or native_token(x)
+
+    def fast_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        if x.shape[0] == 1:
+            return self._decode(x)
+        chosen, option = self.route(x)
+        self._count_routed(chosen, option)
+        if chosen.float().mean() > GROUPED_BELOW:  # most experts run: one dense GEMM per projection is faster
+            return self._masked(x, chosen, option)
+        shared = slice(0, self.shared_rows)
+        out = self.neurons(x, shared) @ self.down_t[shared]  # [N, D]
+        for expert in chosen.any(0).nonzero().flatten().tolist():
+            tokens = chosen[:, expert].nonzero().flatten()  # [n_e]
+            rows = slice(self.shared_rows + expert * self.size, self.shared_rows + (expert + 1) * self.size)
+            out.index_add_(0, tokens, self.neurons(x[tokens], rows) @ self.down_t[rows])
+        return self.finish(out + self.compensation(x, chosen, option))
+
+    @torch.no_grad()
+    def arrange(self) -> None:
+        super().arrange()
+        self._kernel = None  # its pointers name the replaced tensors
+
+    def _decode(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.activation not in native.ACTIVATIONS:
+            return None
+        if self._kernel is None:
+            first, second = self.router[0], self.router[2]
+            self._kernel = native.MoEKernel(
+                (first.weight, first.bias, second.weight, second.bias),
+                None if self.chooser is None else (self.chooser.weight, self.chooser.bias),
+                self.pseudo_kinds if len(self.pseudo) else None,
+                (self.copy_rows, self.constant_rows),
+                (self.gate_p, self.up_p, self.down_t, self.gate_bias_p, self.up_bias_p),
+                shared=self.shared_rows,
+                size=self.size,
+                activation=self.activation,
+            )
+        out, n, option = self._kernel(x[0].contiguous(), self._policy_index, self.knob())
+        if self.stats is not None:
+            chosen = torch.zeros(1, self.routed, dtype=torch.bool)
+            chosen[0, self._kernel.chosen[:n]] = True
+            self.stats.add(chosen, torch.tensor([option]), self.pseudo)
+        compensating = self._compensates[option] if self.pseudo else False
+        self._count(self._fixed_macs + n * self._expert_macs + compensating * (n + 1) * self._d_model)
+        return self.finish(out[None])
+
+    def extra_repr(self) -> str:
+        experts = f"experts={self.config.experts} ({self.config.shared_experts} shared)"
+        return f"{super().extra_repr()}, {experts}, policy={self.policy}"

@@ -1,0 +1,1 @@
+"""Training-side machinery shared by methods: activation capture to bounded-memory disk shards, and resume."""

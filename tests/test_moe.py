@@ -1,0 +1,240 @@
+"""Dense → MoE: experts are a permutation, policies respect budgets, executors equal the reference, resume is exact.
+
+(Exactness at full budget for every family, budgets on calibration text, KV-cache decode and the save → load round
+trip run for `moe` in test_methods.py, which covers every registered method.)
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import tiny_model
+from ponder import routing
+from ponder.adaptive import adaptive_modules, convert, load, save_adaptive, set_budget, set_policy
+from ponder.data import load_text
+from ponder.errors import PonderError
+from ponder.experts import balanced_assign, expert_order
+from ponder.methods import make_config
+from ponder.methods.moe.layer import MoEFFN
+from ponder.stats import ComputeMeter, RoutingStats
+
+CALIB = 1024
+ALL_PSEUDO = ["zero", "copy", "constant"]
+
+
+def moe_model(tokenizer, seed: int = 0, family: str = "llama", **options):
+    config = make_config("moe", {"experts": "16", "shared_experts": "2", "steps": "100", **options})
+    return convert(tiny_model(family, seed), tokenizer, "moe", config=config, calibration_tokens=CALIB, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return moe_model(tokenizer, pseudo_experts="zero/copy/constant")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.sampled_from([64, 96, 128]),
+    experts=st.sampled_from([4, 8, 16, 32]),
+    shared=st.integers(0, 3),
+    clustering=st.sampled_from(["activations", "weights"]),
+    seed=st.integers(0, 1000),
+)
+def test_expert_order_is_a_permutation(rows, experts, shared, clustering, seed):
+    generator = torch.Generator().manual_seed(seed)
+    h = torch.randn(50, rows, generator=generator)  # [N, F]
+    down, weights = torch.randn(8, rows, generator=generator), torch.randn(rows, 16, generator=generator)
+    order = expert_order(h, down, weights, experts=experts, shared=shared, clustering=clustering, seed=seed)
+    assert sorted(order.tolist()) == list(range(rows))  # every neuron in exactly one expert
+    size = rows // experts
+    importance = (h.abs() * down.norm(dim=0)).mean(0)
+    shared_set = set(order[: shared * size].tolist())
+    assert shared_set == set(importance.argsort(descending=True)[: shared * size].tolist())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 12), st.integers(0, 1000))
+def test_balanced_assign_respects_capacity(rows, columns, seed):
+    capacity = -(-rows // columns)  # ceil
+    similarity = torch.randn(rows, columns, generator=torch.Generator().manual_seed(seed))
+    assign = balanced_assign(similarity, capacity)
+    assert (assign >= 0).all() and torch.bincount(assign, minlength=columns).max() <= capacity
+
+
+@pytest.mark.parametrize("policy", list(routing.POLICIES))
+def test_policy_hits_its_budget_on_random_scores(policy):
+    @settings(max_examples=20, deadline=None)
+    @given(target=st.floats(0.05, 0.95), seed=st.integers(0, 10_000))
+    def check(target, seed):
+        scores = torch.rand(400, 32, generator=torch.Generator().manual_seed(seed))  # [N, E]
+        knob = routing.calibrate_knob(policy, scores, target)
+        achieved = routing.route(policy, scores, knob).float().mean().item()
+        # top-k moves in steps of 1/E; the others per token or per score: within one expert of the target
+        assert achieved <= target + 1 / 64 and achieved >= target - 1 / 32 - 1e-6, (policy, target, achieved)
+        looser = routing.route(policy, scores, knob + 0.05 * (1 + abs(knob)))
+        assert looser.float().mean() >= achieved  # a larger knob never selects less
+
+    check()
+
+
+def test_policy_semantics():
+    scores = torch.tensor([[0.5, 0.3, 0.2, -1.0]])
+    assert routing.top_k(scores, 2).tolist() == [[True, True, False, False]]
+    assert routing.top_p(scores, 0.6).tolist() == [[True, True, False, False]]  # 0.5 < 0.6 → take the next
+    assert routing.top_p(scores, 0.01).sum() == 1  # at least one
+    assert routing.dynamic_k(scores, 0.5).tolist() == [[True, True, False, False]]  # ≥ 0.5 · max
+    assert routing.threshold(scores, -0.25).tolist() == [[True, True, False, False]]
+    assert routing.threshold(scores, -0.9).sum() == 0  # a token may run no expert
+    with pytest.raises(PonderError, match="unknown routing policy"):
+        routing.route("top-q", scores, 1.0)
+
+
+@pytest.mark.parametrize("policy", list(routing.POLICIES))
+def test_executors_equal_reference(model, policy):
+    set_policy(model, policy)
+    modules = adaptive_modules(model)
+
+    @settings(max_examples=10, deadline=None)
+    @given(seed=st.integers(0, 10_000), budget=st.floats(0.25, 0.99), tokens=st.integers(1, 9))
+    def check(seed, budget, tokens):
+        set_budget(model, budget)
+        x = torch.randn(tokens, 32, generator=torch.Generator().manual_seed(seed))
+        for module in modules:
+            module.pop_compute()
+            with torch.no_grad():
+                fast = module.fast_forward(x)  # grouped for batches, the C kernel for one token
+                fast_macs = module.pop_compute()[1]
+                reference = module.reference_forward(x)
+            torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+            assert fast_macs == module.pop_compute()[1]
+
+    check()
+    set_policy(model, "threshold")
+
+
+def test_constant_pseudo_expert_reduces_error(tokenizer):
+    """For the same chosen experts, the constant stand-in (each skipped expert's mean output when skipped, fitted on
+    calibration text) brings the FFN output closer to the dense output on held-out text of the same kind."""
+    model = moe_model(tokenizer, pseudo_experts="constant")
+    set_budget(model, 0.5)
+    text = load_text("wikitext2-valid")[-20_000:]  # past the calibration tokens
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False).input_ids[:256])[None]
+    for module in adaptive_modules(model):
+        inputs = []
+        handle = module.register_forward_pre_hook(lambda m, args, keep=inputs: keep.append(args[0][0]))
+        with torch.no_grad():
+            model(ids)
+            handle.remove()
+            x = inputs[0]  # [T, D]
+            chosen, option = module.route(x)
+            mask = torch.cat(
+                [torch.ones(len(x), module.shared_rows, dtype=torch.bool), chosen.repeat_interleave(module.size, 1)], 1
+            )
+            skipped = (module.neurons(x, slice(None)) * mask) @ module.down_t  # no stand-in
+            dense = module.dense_forward(x) - (module.down_bias if module.down_bias is not None else 0)
+            with_constant = skipped + module.compensation(x, chosen, option)
+        assert (with_constant - dense).norm() < (skipped - dense).norm()
+
+
+def test_routing_stats_agree_with_the_meter(model):
+    set_budget(model, 0.5)
+    modules = adaptive_modules(model)
+    for module in modules:
+        module.stats = RoutingStats()
+    ids = torch.randint(2, 200, (2, 30), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), ComputeMeter(model) as meter:
+        model(ids)
+    for module, layer in zip(modules, meter.report.layers, strict=True):
+        stats, module.stats = module.stats, None
+        assert stats.tokens == 60 == sum(stats.histogram) == sum(stats.pseudo.values())
+        assert stats.experts_run == sum(stats.load) == sum(k * n for k, n in enumerate(stats.histogram))
+        macs_without_compensation = stats.tokens * module.fixed_macs() + stats.experts_run * module.expert_macs()
+        assert layer.flops / 2 >= macs_without_compensation
+
+
+def test_policy_is_saved_and_switchable(tokenizer, tmp_path):
+    model = moe_model(tokenizer)
+    set_budget(model, 0.5)
+    set_policy(model, "top-p")
+    save_adaptive(model, tmp_path / "moe", base_model="unused")
+    assert '"policy": "top-p"' in (tmp_path / "moe" / "ponder_config.json").read_text()
+    with pytest.raises(PonderError, match="unknown routing policy"):
+        set_policy(model, "random")
+
+
+def test_set_policy_refuses_unrouted_models(tokenizer):
+    model = convert(tiny_model("llama"), tokenizer, "teal", calibration_tokens=CALIB, progress=False)
+    with pytest.raises(PonderError, match="no routing policies"):
+        set_policy(model, "top-k")
+
+
+def test_resume_after_kill_equals_uninterrupted(tokenizer, tmp_path, monkeypatch):
+    uninterrupted = moe_model(tokenizer, seed=1)
+    calibrated = []
+    original = MoEFFN.calibrate
+
+    def dies_on_second_layer(self, inputs):
+        if len(calibrated) == 1:
+            raise KeyboardInterrupt  # the process is killed while calibrating layer 1
+        calibrated.append(self)
+        original(self, inputs)
+
+    work = tmp_path / "work"
+    config = make_config("moe", {"experts": "16", "shared_experts": "2", "steps": "100"})
+    monkeypatch.setattr(MoEFFN, "calibrate", dies_on_second_layer)
+    with pytest.raises(KeyboardInterrupt):
+        convert(tiny_model("llama", 1), tokenizer, "moe", config=config, calibration_tokens=CALIB, work_dir=work)
+    monkeypatch.setattr(MoEFFN, "calibrate", original)
+    assert len(list((work / "layers").glob("*.safetensors"))) == 1
+    with pytest.raises(PonderError, match="--resume"):
+        convert(tiny_model("llama", 1), tokenizer, "moe", config=config, calibration_tokens=CALIB, work_dir=work)
+    resumed = convert(
+        tiny_model("llama", 1), tokenizer, "moe", config=config, calibration_tokens=CALIB, work_dir=work, resume=True
+    )
+    for a, b in zip(adaptive_modules(resumed), adaptive_modules(uninterrupted), strict=True):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            assert torch.equal(x, y), name
+    other = make_config("moe", {"experts": "8", "shared_experts": "1", "steps": "100"})
+    with pytest.raises(PonderError, match="other options"):
+        convert(
+            tiny_model("llama", 1),
+            tokenizer,
+            "moe",
+            config=other,
+            calibration_tokens=CALIB,
+            work_dir=work,
+            resume=True,
+        )
+
+
+def test_loaded_model_keeps_routing(tokenizer, tmp_path):
+    base = tmp_path / "base"
+    tiny_model("qwen2").save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    model, tok = load(str(base))
+    config = make_config("moe", {"experts": "16", "shared_experts": "2", "steps": "100"})
+    convert(model, tok, "moe", config=config, calibration_tokens=CALIB, budget=0.5, progress=False)
+    set_policy(model, "dynamic-k")
+    save_adaptive(model, tmp_path / "converted", base_model=str(base))
+    loaded, _ = load(str(tmp_path / "converted"))
+    ids = torch.randint(2, 200, (1, 20), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+    assert all(m.policy == "dynamic-k" for m in adaptive_modules(loaded))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"experts": "7"}, "does not divide"),
+        ({"shared_experts": "16"}, "shared_experts"),
+        ({"policy": "top-q"}, "policy must be"),
+        ({"pseudo_experts": "zero/half"}, "pseudo experts must be"),
+        ({"wings": "2"}, "no option 'wings'"),
+        ({"experts": "many"}, "option experts=many"),
+    ],
+)
+def test_bad_options_are_clear(tokenizer, options, message):
+    with pytest.raises(PonderError, match=message):
+        moe_model(tokenizer, **options)
