@@ -1,5 +1,6 @@
-"""Where a lean decode step's time goes: the whole step, the step with every FFN replaced by the identity, and
-the lm_head alone, interleaved in one process (median ms per token).
+"""Where a lean decode step's time goes: the whole step, the same step with the FFNs through PyTorch's modules
+instead of the fused C kernel, the step with every FFN replaced by the identity, and the lm_head alone,
+interleaved in one process (median ms per token).
 
     python benchmarks/decode_breakdown.py [--repeats 7] [--steps 64]
 """
@@ -14,6 +15,7 @@ import torch
 
 from ponder.inference import LeanDecoder
 from ponder.inference.bench import prompt_ids
+from ponder.inference.decode import NativeDenseFFN
 from ponder.models import DEFAULT_MODEL, load
 
 
@@ -30,9 +32,12 @@ def main() -> None:
     ffns = [layer.ffn for layer in runner.layers]
     hidden = torch.randn(1, model.config.hidden_size)
 
-    def steps(with_ffn: bool) -> float:
-        for layer, ffn in zip(runner.layers, ffns, strict=True):
-            layer.ffn = ffn if with_ffn else (lambda h: h)
+    torch_ffns = [ffn.view.module if isinstance(ffn, NativeDenseFFN) else ffn for ffn in ffns]  # the HF modules
+
+    def steps(ffn_kind: str) -> float:
+        chosen = {"kernel": ffns, "torch": torch_ffns, "none": [lambda h: h] * len(ffns)}[ffn_kind]
+        for layer, ffn in zip(runner.layers, chosen, strict=True):
+            layer.ffn = ffn
         runner.reset(1)
         runner.forward(prompt)
         start = time.perf_counter()
@@ -46,7 +51,12 @@ def main() -> None:
             model.lm_head(hidden)
         return (time.perf_counter() - start) / args.steps
 
-    cases = {"full step": lambda: steps(True), "step without FFN": lambda: steps(False), "lm_head alone": lm_head}
+    cases = {
+        "full step": lambda: steps("kernel"),
+        "step, PyTorch FFN": lambda: steps("torch"),
+        "step without FFN": lambda: steps("none"),
+        "lm_head alone": lm_head,
+    }
     times: dict[str, list[float]] = {name: [] for name in cases}
     with torch.inference_mode():
         for fn in cases.values():
@@ -58,6 +68,7 @@ def main() -> None:
     for name, t in times.items():
         print(f"{name:18s} {median[name]:7.2f} ms  ({min(t) * 1e3:.2f}-{max(t) * 1e3:.2f})")
     print(f"{'FFN (difference)':18s} {median['full step'] - median['step without FFN']:7.2f} ms")
+    print(f"{'PyTorch FFN (diff.)':18s} {median['step, PyTorch FFN'] - median['step without FFN']:7.2f} ms")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def test_lower_budget_never_counts_more(method, tokenizer):
     check()
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", [m for m in METHOD_NAMES if m != "core"])  # core keeps per-sequence state
 def test_decode_executor_equals_reference(method, tokenizer):
     model = converted("llama", method, tokenizer)
     modules = adaptive_modules(model)
@@ -195,16 +195,17 @@ def test_trace_matches_meter(method, tokenizer):
 
     model = converted("llama", method, tokenizer)
     set_budget(model, 0.6)
-    ids = torch.randint(2, 200, (1, 24), generator=torch.Generator().manual_seed(4))
+    length = 80 if method == "core" else 24  # core's first 64 tokens run dense
+    ids = torch.randint(2, 200, (1, length), generator=torch.Generator().manual_seed(4))
     runner = LeanDecoder(model).runner
     with torch.no_grad(), ComputeMeter(model) as meter, ComputeTrace(model) as trace:
         model(ids)
-        batched = trace.pop()  # [24, layers]
+        batched = trace.pop()  # [T, layers]
         runner.reset(1)
         for t in range(ids.shape[1]):
             runner.forward(ids[:, t : t + 1])
         stepwise = trace.pop()
-    assert batched.shape == stepwise.shape == (24, 2)
+    assert batched.shape == stepwise.shape == (length, 2)
     assert float(batched.mean()) == pytest.approx(meter.report.ffn_compute, rel=1e-6, abs=1e-9)  # same work
     assert len(set(batched.flatten().tolist())) > 1  # tokens differ: the trace is per token, not an average
     torch.testing.assert_close(stepwise, batched)  # one token at a time spends what the batch spent per token

@@ -24,6 +24,15 @@ from ponder.models.targets import architecture_of, decoder_layers
 from ponder.stats import ReportsCompute
 
 
+def start_sequences(model: PreTrainedModel, batch_size: int) -> None:
+    """Tell FFN modules that keep per-sequence state (e.g. `core`) that new sequences begin."""
+    arch = architecture_of(model)
+    for layer in decoder_layers(model):
+        ffn = getattr(layer, arch.ffn)
+        if hasattr(ffn, "start_sequences"):
+            ffn.start_sequences(batch_size)
+
+
 class GenericRunner:
     """Any supported model: its own forward and KV cache, the last position's logits only."""
 
@@ -33,6 +42,7 @@ class GenericRunner:
 
     def reset(self, batch_size: int) -> None:
         self.cache = DynamicCache(config=self.model.config)
+        start_sequences(self.model, batch_size)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits [B, V] of the last position after appending `input_ids` [B, T]."""
@@ -118,6 +128,7 @@ class RopeRunner:
         self.position = 0
 
     def reset(self, batch_size: int) -> None:
+        start_sequences(self.model, batch_size)
         weight = self.model.model.embed_tokens.weight
         shape = (batch_size, self.kv_heads, self.max_len, self.head_dim)  # [B, K, max_len, E]
         self.keys = [weight.new_empty(shape) for _ in self.layers]

@@ -227,6 +227,10 @@ class MoEFFN(SparseFFN):
         self._count_routed(chosen, option)
         if chosen.float().mean() > GROUPED_BELOW:  # most experts run: one dense GEMM per projection is faster
             return self._masked(x, chosen, option)
+        return self._grouped(x, chosen, option)
+
+    def _grouped(self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
+        """The shared rows for every token, then each expert over the tokens that chose it."""
         shared = slice(0, self.shared_rows)
         out = self.neurons(x, shared) @ self.down_t[shared]  # [N, D]
         for expert in chosen.any(0).nonzero().flatten().tolist():
