@@ -98,6 +98,7 @@ class _Layer:
         self.input_norm = layer.input_layernorm
         self.post_norm = layer.post_attention_layernorm
         self.ffn = NativeDenseFFN.wrap(model, getattr(layer, ffn))
+        self.kernel: native.AttentionKernel | None = None  # set by RopeRunner where the C step applies
 
 
 def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +127,18 @@ class RopeRunner:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.position = 0
+        self.native_step = native.library() is not None and model.dtype == torch.float32
+        """One token of one sequence runs each layer's attention block as one C call (`attention_decode`)."""
+        if self.native_step:
+            for layer in self.layers:
+                layer.kernel = native.AttentionKernel(
+                    input_norm=layer.input_norm, post_norm=layer.post_norm, qkv_weight=layer.qkv_weight,
+                    qkv_bias=layer.qkv_bias, q_norm=layer.q_norm, k_norm=layer.k_norm, o_proj=layer.o_proj,
+                    heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim, scaling=layer.scaling,
+                )  # fmt: skip
+            D = config.hidden_size
+            self._x, self._ffn_in = torch.empty(D), torch.empty(D)
+            self._work = torch.empty(self.layers[0].kernel.work_size(max_len))
 
     def reset(self, batch_size: int) -> None:
         start_sequences(self.model, batch_size)
@@ -139,12 +152,27 @@ class RopeRunner:
         rolled = x.roll(self.head_dim // 2, dims=-1).mul_(sin_signed)
         return (x * cos).add_(rolled)
 
+    def _native_step(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """One token of one sequence: each layer's attention block in one C call, its FFN module as it is."""
+        position = self.position
+        x, ffn_in = self._x, self._ffn_in
+        x.copy_(self.model.model.embed_tokens.weight[input_ids[0, 0]])  # [D]
+        cos, sin_signed = self.cos[position], self.sin_signed[position]  # [E]
+        for index, layer in enumerate(self.layers):
+            layer.kernel(x, cos, sin_signed, self.keys[index][0], self.values[index][0], position, ffn_in, self._work)
+            x += layer.ffn(ffn_in.view(1, 1, -1)).view(-1)
+        self.position = position + 1
+        h = _rms_norm(self.model.model.norm, x)  # [D]
+        return self.model.lm_head(h)[None]  # [1, V]
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits [B, V] of the last position after appending `input_ids` [B, T]."""
         batch, steps = input_ids.shape
         start, end = self.position, self.position + steps
         if end > self.max_len:
             raise ValueError(f"sequence of {end} tokens exceeds the decoder's max_len={self.max_len}")
+        if self.native_step and batch == 1 and steps == 1:
+            return self._native_step(input_ids)
         heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
         cos, sin_signed = self.cos[start:end], self.sin_signed[start:end]  # [T, E]
         mask = None

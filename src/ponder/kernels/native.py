@@ -64,7 +64,11 @@ def library() -> ctypes.CDLL | None:
     lib.moe_ffn.argtypes = [pointer, i64, pointer, pointer, i64, pointer, pointer, i64, ctypes.c_int, ctypes.c_float]
     lib.moe_ffn.argtypes += [pointer, pointer, i64] + [pointer] * 8 + [i64, i64, ctypes.c_int] + [pointer] * 6
     lib.glu_dense.argtypes = [pointer] * 6 + [i64, i64, ctypes.c_int, pointer, pointer]
-    for fn in (lib.glu_rows, lib.glu_dense, lib.teal_ffn, lib.cats_ffn, lib.moe_ffn):
+    lib.gemv.argtypes = [pointer] * 3 + [i64, i64, pointer]
+    f32 = ctypes.c_float
+    lib.attention_decode.argtypes = [pointer, i64, pointer, pointer, f32, pointer, pointer, i64, i64, i64]
+    lib.attention_decode.argtypes += [pointer, pointer, f32] + [pointer] * 4 + [i64, i64, f32] + [pointer] * 4
+    for fn in (lib.glu_rows, lib.glu_dense, lib.gemv, lib.attention_decode, lib.teal_ffn, lib.cats_ffn, lib.moe_ffn):
         fn.restype = None
     return lib
 
@@ -228,3 +232,42 @@ class MoEKernel:
         self._fn(x.data_ptr(), *self._head, policy, knob, *self._middle, out.data_ptr(), *self._tail)
         n, option = self.counts.tolist()
         return out, n, option
+
+
+def gemv(weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """weight [R, C] @ x [C] (+ bias) → [R], threads splitting the rows."""
+    _check(weight, x, bias)
+    out = x.new_empty(weight.shape[0])
+    library().gemv(_ptr(weight), _ptr(x), _ptr(bias), weight.shape[0], weight.shape[1], _ptr(out))
+    return out
+
+
+class AttentionKernel:
+    """`attention_decode` prepared for one Llama-style layer: RMSNorm, fused QKV, optional q/k norms, RoPE, the
+    KV-cache write, grouped-query attention, o_proj and the residual, then the FFN's input norm, in one call.
+
+    The tensors must outlive the kernel and stay where they are (the lean decoder builds it with its layers).
+    """
+
+    def __init__(self, *, input_norm, post_norm, qkv_weight, qkv_bias, q_norm, k_norm, o_proj, heads, kv_heads,
+                 head_dim, scaling: float):  # fmt: skip
+        tensors = (input_norm.weight, post_norm.weight, qkv_weight, qkv_bias, o_proj.weight, o_proj.bias)
+        tensors += (q_norm.weight if q_norm is not None else None, k_norm.weight if k_norm is not None else None)
+        _check(*tensors)
+        self._keep = tensors
+        self.D, self.H, self.KV, self.E = qkv_weight.shape[1], heads, kv_heads, head_dim
+        w_in, w_post, wqkv, bqkv, wo, bo, qn, kn = map(_ptr, tensors)
+        qk_eps = q_norm.variance_epsilon if q_norm is not None else 0.0
+        self._head = (self.D, w_in, w_post, input_norm.variance_epsilon, wqkv, bqkv, heads, kv_heads, head_dim, qn, kn)
+        self._head += (qk_eps,)
+        self._o = (scaling, wo, bo)
+        self._fn = library().attention_decode
+
+    def __call__(self, x, cos, sin_signed, keys, values, position: int, ffn_in, work) -> None:
+        """x [D] (updated in place), cos/sin_signed [E] of this position, keys/values [KV, max_len, E], ffn_in [D]
+        (written), work: a scratch buffer of `work_size(position)` floats."""
+        self._fn(x.data_ptr(), *self._head, cos.data_ptr(), sin_signed.data_ptr(), keys.data_ptr(), values.data_ptr(),
+                 keys.shape[1], position, *self._o, ffn_in.data_ptr(), work.data_ptr())  # fmt: skip
+
+    def work_size(self, max_len: int) -> int:
+        return self.D + (self.H + 2 * self.KV) * self.E + self.H * self.E + self.H * max_len + self.E

@@ -226,3 +226,75 @@ void cats_ffn(const float *x, const float *gate, const float *up, const float *d
     axpy_columns(coef, down_t, index, k, D, D, y);
     counts[0] = k;
 }
+
+/* ---- the rest of a Llama-style decode step, one token (ponder.inference.decode.RopeRunner is the specification) */
+
+static void rms_norm(const float *x, const float *w, int64_t n, float eps, float *y) {
+    float s = 0.f;
+    for (int64_t i = 0; i < n; i++) s += x[i] * x[i];
+    const float r = 1.f / sqrtf(s / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * r * w[i];
+}
+
+/* y[rows] = W x (+ b): W [rows, cols] row-major, threads split the rows. */
+void gemv(const float *W, const float *x, const float *b, int64_t rows, int64_t cols, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) y[r] = dot(W + r * cols, x, cols) + (b ? b[r] : 0.f);
+}
+
+/* RoPE as RopeRunner._rotate: v*cos + roll(v, E/2)*sin_signed (sin_signed: first half negated). */
+static void rotate(float *v, const float *cos, const float *sin_signed, int64_t E, float *tmp) {
+    const int64_t half = E / 2;
+    for (int64_t i = 0; i < E; i++) tmp[i] = v[i] * cos[i] + v[(i + half) % E] * sin_signed[i];
+    for (int64_t i = 0; i < E; i++) v[i] = tmp[i];
+}
+
+/* One decoder layer's attention block for one token at position `pos`, in place on the residual x [D]:
+ *   h = rms_norm(x); q,k,v = Wqkv h (+b); optional per-head rms_norm of q and k (Qwen3); RoPE on q and k;
+ *   k, v written to the caches [KV, max_len, E] at pos; softmax(q k^T * scale) v over positions 0..pos with
+ *   H / KV query heads per key/value head; x += Wo attn (+bo); then ffn_in = rms_norm(x) with post_w.
+ * work: D + (H + 2 KV) E + H E + H (pos + 1) + threads * E floats. */
+void attention_decode(float *x, int64_t D, const float *input_w, const float *post_w, float eps, const float *wqkv,
+                      const float *bqkv, int64_t H, int64_t KV, int64_t E, const float *q_norm, const float *k_norm,
+                      float qk_eps, const float *cos, const float *sin_signed, float *kcache, float *vcache,
+                      int64_t max_len, int64_t pos, float scale, const float *wo, const float *bo, float *ffn_in,
+                      float *work) {
+    float *h = work, *qkv = h + D, *attn = qkv + (H + 2 * KV) * E, *scores = attn + H * E;
+    float *tmp = scores + H * (pos + 1);
+    rms_norm(x, input_w, D, eps, h);
+    gemv(wqkv, h, bqkv, (H + 2 * KV) * E, D, qkv);
+    float *q = qkv, *k = qkv + H * E, *v = k + KV * E;
+    for (int64_t head = 0; head < H + KV; head++) { /* query heads, then key heads */
+        float *vec = head < H ? q + head * E : k + (head - H) * E;
+        const float *norm = head < H ? q_norm : k_norm;
+        if (norm) rms_norm(vec, norm, E, qk_eps, vec);
+        rotate(vec, cos, sin_signed, E, tmp);
+    }
+    for (int64_t g = 0; g < KV; g++) {
+        for (int64_t i = 0; i < E; i++) {
+            kcache[(g * max_len + pos) * E + i] = k[g * E + i];
+            vcache[(g * max_len + pos) * E + i] = v[g * E + i];
+        }
+    }
+    const int64_t group = H / KV, n = pos + 1;
+#pragma omp parallel for schedule(static)
+    for (int64_t head = 0; head < H; head++) {
+        const float *qh = q + head * E, *K = kcache + (head / group) * max_len * E;
+        const float *V = vcache + (head / group) * max_len * E;
+        float *s = scores + head * n, *o = attn + head * E, best = -INFINITY, total = 0.f;
+        for (int64_t t = 0; t < n; t++) {
+            s[t] = dot(qh, K + t * E, E) * scale;
+            best = s[t] > best ? s[t] : best;
+        }
+        for (int64_t t = 0; t < n; t++) total += (s[t] = expf(s[t] - best));
+        for (int64_t i = 0; i < E; i++) o[i] = 0.f;
+        for (int64_t t = 0; t < n; t++) {
+            const float p = s[t] / total, *vt = V + t * E;
+#pragma omp simd
+            for (int64_t i = 0; i < E; i++) o[i] += p * vt[i];
+        }
+    }
+    gemv(wo, attn, bo, D, H * E, h); /* h reused for the o_proj output */
+    for (int64_t i = 0; i < D; i++) x[i] += h[i];
+    rms_norm(x, post_w, D, eps, ffn_in);
+}
