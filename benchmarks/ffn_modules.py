@@ -23,10 +23,14 @@ def bench_dir(directory: str, budgets: list[float], repeats: int, n_tokens: int)
     model, tokenizer = load(directory)
     modules = adaptive_modules(model)
     inputs = capture_ffn_inputs(model, tokenizer, load_text(CALIB_DEFAULT), tokens=512, progress=False)
-    tokens = [[layer[t : t + 1].clone() for layer in inputs] for t in range(n_tokens)]
+    tokens = [[layer[64 + t : 65 + t].clone() for layer in inputs] for t in range(n_tokens)]  # past any prompt
 
     def run(budget: float) -> float:
         set_budget(model, budget)
+        for module, layer in zip(modules, inputs, strict=True):
+            if hasattr(module, "start_sequences"):  # core: a 64-token prompt chooses the sequence's core neurons
+                module(layer[None, :64])
+                module.pop_compute()
         start = time.perf_counter()
         for token in tokens:
             for module, x in zip(modules, token, strict=True):
