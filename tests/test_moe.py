@@ -108,6 +108,10 @@ def test_executors_equal_reference(model, policy):
                 reference = module.reference_forward(x)
             torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
             assert fast_macs == module.pop_compute()[1]
+            with torch.no_grad():  # the grouped executor at any share of experts, not only where it is chosen
+                chosen, option = module.route(x)
+                grouped, masked = module._grouped(x, chosen, option), module._masked(x, chosen, option)
+            torch.testing.assert_close(grouped, masked, rtol=1e-5, atol=1e-6)
 
     check()
     set_policy(model, "threshold")
