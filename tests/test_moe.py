@@ -242,3 +242,20 @@ def test_loaded_model_keeps_routing(tokenizer, tmp_path):
 def test_bad_options_are_clear(tokenizer, options, message):
     with pytest.raises(PonderError, match=message):
         moe_model(tokenizer, **options)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma"])  # plain FFN with biases; GLU through the generic path
+def test_executors_equal_reference_across_families(tokenizer, family):
+    model = moe_model(tokenizer, family=family, pseudo_experts="zero/copy/constant")
+    x = torch.randn(7, 32, generator=torch.Generator().manual_seed(0))
+    for budget in (0.3, 0.6, 0.9):
+        set_budget(model, budget)
+        for module in adaptive_modules(model):
+            with torch.no_grad():
+                chosen, option = module.route(x)
+                masked = module._masked(x, chosen, option)
+                torch.testing.assert_close(module._grouped(x, chosen, option), masked, rtol=1e-5, atol=1e-6)
+                for t in range(3):  # the one-token C kernel
+                    torch.testing.assert_close(
+                        module.fast_forward(x[t : t + 1]), module.reference_forward(x[t : t + 1]), rtol=1e-5, atol=1e-6
+                    )
