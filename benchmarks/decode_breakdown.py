@@ -1,5 +1,5 @@
 """Where a lean decode step's time goes: the whole step, the same step with the FFNs through PyTorch's modules
-instead of the fused C kernel, the step with every FFN replaced by the identity, and the lm_head alone,
+instead of the fused C kernel, the step with every FFN replaced by the identity, and the lm_head GEMV alone,
 interleaved in one process (median ms per token).
 
     python benchmarks/decode_breakdown.py [--repeats 7] [--steps 64]
@@ -16,6 +16,7 @@ import torch
 from ponder.inference import LeanDecoder
 from ponder.inference.bench import prompt_ids
 from ponder.inference.decode import NativeDenseFFN
+from ponder.kernels import native
 from ponder.models import DEFAULT_MODEL, load
 
 
@@ -45,10 +46,10 @@ def main() -> None:
             runner.forward(token)
         return (time.perf_counter() - start) / args.steps
 
-    def lm_head() -> float:
+    def lm_head() -> float:  # as the native step runs it
         start = time.perf_counter()
         for _ in range(args.steps):
-            model.lm_head(hidden)
+            native.gemv(model.lm_head.weight, hidden[0])
         return (time.perf_counter() - start) / args.steps
 
     cases = {
