@@ -161,7 +161,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     import torch
 
-    from ponder.adaptive import get_budget
+    from ponder.adaptive import adaptive_modules, get_budget
     from ponder.data import load_text
     from ponder.report.terminal import render_inspect
     from ponder.stats import inspect_routing
@@ -172,11 +172,9 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     if len(ids) < 2:
         raise PonderError(f"'{args.data}' has fewer than 2 tokens: give a longer text")
     result = inspect_routing(model, torch.tensor([ids]))
-    modules_policy = getattr(model, "ponder_config", {}).get("policy") or getattr(model, "ponder_config", {}).get(
-        "config", {}
-    ).get("policy")
+    modules = adaptive_modules(model)
     result.update(model=args.model, data=args.data, method=_method(model), budget=get_budget(model))
-    result["policy"] = modules_policy if "experts_per_token" in result else None
+    result["policy"] = getattr(modules[0], "policy", None) if modules else None
     _emit(args, result, render_inspect)
 
 
