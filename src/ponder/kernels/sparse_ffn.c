@@ -33,7 +33,15 @@ static void axpy_columns(const float *coef, const float *W, const int64_t *idx, 
         int threads = omp_get_num_threads(), t = omp_get_thread_num();
         int64_t lo = n * t / threads, hi = n * (t + 1) / threads;
         for (int64_t d = lo; d < hi; d++) y[d] = 0.f;
-        for (int64_t j = 0; j < k; j++) {
+        int64_t j = 0;
+        for (; j + 4 <= k; j += 4) { /* four rows per pass: a quarter of the accumulator loads and stores */
+            const float *r0 = W + idx[j] * stride, *r1 = W + idx[j + 1] * stride;
+            const float *r2 = W + idx[j + 2] * stride, *r3 = W + idx[j + 3] * stride;
+            const float c0 = coef[j], c1 = coef[j + 1], c2 = coef[j + 2], c3 = coef[j + 3];
+#pragma omp simd
+            for (int64_t d = lo; d < hi; d++) y[d] += c0 * r0[d] + c1 * r1[d] + c2 * r2[d] + c3 * r3[d];
+        }
+        for (; j < k; j++) {
             const float *row = W + idx[j] * stride;
             const float c = coef[j];
 #pragma omp simd
