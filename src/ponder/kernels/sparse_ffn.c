@@ -206,11 +206,11 @@ void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_
     for (int64_t j = 0; j < D; j++)
         if (fabsf(x[j]) > tau_in) { index[m] = j; coef[m] = x[j]; m++; }
     axpy_columns(coef, in_major, index, m, P * F, P * F, pre);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < F; i++) pre[i] = glu ? activate(pre[i], act) * pre[F + i] : activate(pre[i], act);
     int64_t k = 0;
-    for (int64_t i = 0; i < F; i++) {
-        float v = glu ? activate(pre[i], act) * pre[F + i] : activate(pre[i], act);
-        if (fabsf(v) > tau_mid) { index[k] = i; h[k] = v; k++; }
-    }
+    for (int64_t i = 0; i < F; i++)
+        if (fabsf(pre[i]) > tau_mid) { index[k] = i; h[k] = pre[i]; k++; }
     axpy_columns(h, down_t, index, k, D, D, y);
     counts[0] = m;
     counts[1] = k;
