@@ -18,6 +18,8 @@ ponder sweep smollm2-135m --budgets 0.75,0.5,0.25 -o "$sweep" --task piqa \
 cp "$sweep/report/results.md" "$out/sweep-moe-results.md"
 cp "$sweep/report/pareto.png" "$out/pareto-moe.png"
 python benchmarks/moe_oracle.py --windows 5 | tee "$out/moe-oracle.txt"
+ponder eval "$sweep/models/teal" --budget 0.5 --windows 5
+python benchmarks/moe_router.py "$sweep/models/moe" | tee "$out/moe-router.txt"
 ponder inspect "$sweep/models/moe" --budget 0.5 --json "$out/inspect-moe.json" | tee "$out/inspect-moe.txt"
 # Speed: run on an idle machine.
 python benchmarks/decode_breakdown.py --repeats 7 | tee "$out/decode-breakdown.txt"
