@@ -32,6 +32,7 @@ from ponder.methods.base import SparseFFN, check_budget
 from ponder.models.ffn import activation_name, ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
 from ponder.train.capture import ActivationStore, calibration_windows
+from ponder.train.distributed import World, world
 
 ALLOCATIONS = ("uniform", "greedy")
 ALLOCATION_TOKENS = 1024  # calibration tokens whose loss guides the greedy allocation
@@ -51,10 +52,11 @@ def replace_ffns(model: PreTrainedModel, method_name: str, config) -> list[Spars
     arch = architecture_of(model)
     activation = activation_name(model)
     modules = []
-    for layer in decoder_layers(model):
-        module = method.layer_class(
-            view=ffn_view(getattr(layer, arch.ffn), arch), activation=activation, config=config
-        )
+    for index, layer in enumerate(decoder_layers(model)):
+        with _seeded(index):
+            module = method.layer_class(
+                view=ffn_view(getattr(layer, arch.ffn), arch), activation=activation, config=config
+            )
         setattr(layer, arch.ffn, module)
         modules.append(module)
     model.ponder_config = {"method": method_name, "config": dataclasses.asdict(config)}
@@ -91,21 +93,31 @@ def convert(
     text = load_text(calibration)
     job = {"method": method, "config": dataclasses.asdict(config), "calibration": calibration}
     job |= {"tokens": calibration_tokens, "allocation": allocation, "layers": len(decoder_layers(model))}
+    ranks = world()
+    if ranks.size > 1 and work_dir is None:
+        raise PonderError("a conversion under torchrun needs a work directory that every rank shares (work_dir)")
+    progress = progress and ranks.main
     with _work_directory(work_dir) as work:
-        _start_job(work, job, resume)
+        _start_job(work, job, resume, ranks)
         windows = calibration_windows(tokenizer, text, tokens=calibration_tokens)
-        store = ActivationStore(work / "capture").fill(model, windows, progress=progress)
+        store = ActivationStore(work / "capture").fill(model, windows, progress=progress, ranks=ranks)
+        ranks.barrier()  # every window captured
         modules = replace_ffns(model, method, config)
+        checkpoints = [work / "layers" / f"layer-{index:03d}.safetensors" for index in range(len(modules))]
+        calibrated_here = set()
         with torch.inference_mode(False), torch.no_grad():
             for index, module in enumerate(
                 tqdm(modules, desc=f"calibrate {method}", unit="layer", disable=not progress)
             ):
-                checkpoint = work / "layers" / f"layer-{index:03d}.safetensors"
-                if checkpoint.exists():
-                    module.load_state_dict(load_file(str(checkpoint)), strict=False)
-                    continue
-                module.calibrate(store.layer(index))
-                _save_atomic(_own_state(module), checkpoint)
+                if not checkpoints[index].exists() and ranks.owns(index):
+                    with _seeded(index):
+                        module.calibrate(store.layer(index))
+                    _save_atomic(_own_state(module), checkpoints[index])
+                    calibrated_here.add(index)
+            ranks.barrier()  # every layer calibrated by its rank
+            for index, module in enumerate(modules):
+                if index not in calibrated_here:  # finished before a resume, or by another rank
+                    module.load_state_dict(load_file(str(checkpoints[index])), strict=False)
     if allocation == "greedy":
         batches = windows.reshape(-1)[:ALLOCATION_TOKENS]
         allocate_greedy(model, modules, batches[: len(batches) // 512 * 512].view(-1, 512), progress=progress)
@@ -118,6 +130,15 @@ JOB_FILE = "job.json"
 
 
 @contextmanager
+def _seeded(layer: int) -> Iterator[None]:
+    """Torch's global RNG seeded by the layer index, then restored: a layer's new parts (router and predictor
+    initial weights) are the same whatever ran before, in any process, on resume, and on any torchrun rank."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(layer)
+        yield
+
+
+@contextmanager
 def _work_directory(work_dir: str | Path | None) -> Iterator[Path]:
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
@@ -127,8 +148,9 @@ def _work_directory(work_dir: str | Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _start_job(work: Path, job: dict, resume: bool) -> None:
-    """Record what this conversion is; refuse to mix the partial results of a different one."""
+def _start_job(work: Path, job: dict, resume: bool, ranks: World) -> None:
+    """Record what this conversion is; refuse to mix the partial results of a different one. Every rank checks
+    before the main rank writes, so no rank mistakes the record of this run for an interrupted one."""
     path = work / JOB_FILE
     if path.exists():
         if not resume:
@@ -136,8 +158,9 @@ def _start_job(work: Path, job: dict, resume: bool) -> None:
         recorded = json.loads(path.read_text())
         if recorded != json.loads(json.dumps(job)):
             raise PonderError(f"{work} holds a conversion with other options: delete it or rerun with the same ones")
-        return
-    write_json_atomic(path, job)
+    ranks.barrier()
+    if ranks.main and not path.exists():
+        write_json_atomic(path, job)
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:

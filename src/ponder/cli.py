@@ -249,6 +249,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from ponder.data import load_text
     from ponder.methods import make_config, parse_options
     from ponder.report.terminal import console
+    from ponder.train.distributed import world
 
     options = parse_options(args.set)
     if args.min_budget:
@@ -275,9 +276,14 @@ def cmd_convert(args: argparse.Namespace) -> None:
         resume=args.resume,
         progress=not args.quiet,
     )
-    save_adaptive(model, args.output, base_model=args.model)
-    shutil.rmtree(work, ignore_errors=True)
-    console.print(f"converted {args.model} with {args.method} in {time.perf_counter() - start:.0f} s → {args.output}")
+    ranks = world()  # under torchrun every rank holds the whole converted model; the main rank writes it
+    ranks.barrier()  # no rank still reads the work directory
+    if ranks.main:
+        save_adaptive(model, args.output, base_model=args.model)
+        shutil.rmtree(work, ignore_errors=True)
+        seconds = time.perf_counter() - start
+        console.print(f"converted {args.model} with {args.method} in {seconds:.0f} s → {args.output}")
+    ranks.close()
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder.errors import DataError, PonderError
 from ponder.models.targets import architecture_of, decoder_layers
+from ponder.train.distributed import World
 
 FP16_MAX = 65504.0
 
@@ -88,10 +89,13 @@ class ActivationStore:
     def shards(self) -> list[Path]:
         return sorted(self.directory.glob("window-*.safetensors"))
 
-    def fill(self, model: PreTrainedModel, windows: torch.Tensor, *, progress: bool = True) -> ActivationStore:
-        """Capture the windows whose shard is not on disk yet (all of them on a first run)."""
+    def fill(
+        self, model: PreTrainedModel, windows: torch.Tensor, *, progress: bool = True, ranks: World = World()
+    ) -> ActivationStore:
+        """Capture the windows whose shard is not on disk yet (all of them on a first run); under torchrun each
+        rank captures its own share of them."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        missing = [w for w in range(len(windows)) if not self._shard(w).exists()]
+        missing = [w for w in range(len(windows)) if not self._shard(w).exists() and ranks.owns(w)]
         if not missing:
             return self
         for window, inputs in zip(missing, iter_ffn_inputs(model, windows[missing], progress=progress), strict=True):

@@ -1,0 +1,33 @@
+"""Layer-parallel conversion on torch.distributed: two gloo ranks under torchrun write what one process writes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+OPTIONS = ("--set", "experts=16", "--set", "shared_experts=2", "--set", "steps=50", "--calib-tokens", "1536")
+
+
+def _convert(launcher: list[str], model, output) -> subprocess.CompletedProcess:
+    command = [*launcher, "-m", "ponder", "convert", str(model), "--method", "moe", "-o", str(output), *OPTIONS]
+    return subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch has no torch.distributed")
+def test_two_gloo_ranks_equal_one_process(saved_model, tmp_path):
+    one = _convert([sys.executable], saved_model, tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = _convert(torchrun, saved_model, tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("converted") == 1  # only the main rank writes and reports
+    assert not (tmp_path / ".two.partial").exists()
+    expected, got = (load_file(str(tmp_path / d / "ponder_state.safetensors")) for d in ("one", "two"))
+    assert expected.keys() == got.keys() and len(expected) > 4
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    configs = [json.loads((tmp_path / d / "ponder_config.json").read_text()) for d in ("one", "two")]
+    assert configs[0] == configs[1]
