@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder.errors import DataError, PonderError
 from ponder.models.targets import architecture_of, decoder_layers
-from ponder.train.distributed import World
+from ponder.train.distributed import SINGLE, World
 
 FP16_MAX = 65504.0
 
@@ -90,7 +90,7 @@ class ActivationStore:
         return sorted(self.directory.glob("window-*.safetensors"))
 
     def fill(
-        self, model: PreTrainedModel, windows: torch.Tensor, *, progress: bool = True, ranks: World = World()
+        self, model: PreTrainedModel, windows: torch.Tensor, *, progress: bool = True, ranks: World = SINGLE
     ) -> ActivationStore:
         """Capture the windows whose shard is not on disk yet (all of them on a first run); under torchrun each
         rank captures its own share of them."""

@@ -41,11 +41,15 @@ class World:
             dist.destroy_process_group()
 
 
+SINGLE = World()
+"""One process, no torchrun."""
+
+
 def world() -> World:
     """This process's rank in the torchrun job, joining its process group (gloo: CPU-only) on first use."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
-        return World()
+        return SINGLE
     if not dist.is_available():
         raise PonderError("WORLD_SIZE is set but this PyTorch has no torch.distributed: run without torchrun")
     if not dist.is_initialized():
