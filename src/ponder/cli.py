@@ -178,6 +178,20 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     _emit(args, result, render_inspect)
 
 
+def cmd_oracle(args: argparse.Namespace) -> None:
+    from ponder.data import load_text
+    from ponder.eval.oracle import route_oracle
+    from ponder.report.terminal import render_oracle
+
+    text = load_text(args.data)
+    model, tokenizer = _load(args, apply_budget=False)
+    result = route_oracle(
+        model, tokenizer, text, budget=args.budget, tokens=args.tokens, small=args.small, progress=not args.quiet
+    )
+    result.update(model=args.model, data=args.data, method=_method(model))
+    _emit(args, result, render_oracle)
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
@@ -481,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--tokens", type=_positive, default=1024, help="tokens of the text (default 1024)")
     ins.add_argument("--json", help="write the statistics to this JSON file")
     ins.set_defaults(run=cmd_inspect)
+
+    ora = commands.add_parser("oracle", help="best routes (skip/small/big per token and layer) vs the router")
+    _common(ora)
+    ora.add_argument("--budget", type=_budget, default=0.5, help="mean fraction of FFN compute (default 0.5)")
+    ora.add_argument("--data", default="wikitext2", help="text to route: bundled name or .txt/.jsonl file")
+    ora.add_argument("--tokens", type=_positive, default=512, help="tokens of the text (default 512)")
+    ora.add_argument("--small", type=float, default=0.25, help="width of the small option (default 0.25)")
+    ora.add_argument("--json", help="write the result to this JSON file")
+    ora.set_defaults(run=cmd_oracle)
 
     gen = commands.add_parser("generate", help="greedy generation with the lean decoder")
     _common(gen)

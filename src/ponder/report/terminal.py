@@ -116,3 +116,31 @@ def render_inspect(result: dict) -> None:
             f"; pseudo experts: {shares}" if shares else ""
         )
     console.print(line)
+
+
+def render_oracle(result: dict) -> None:
+    """Oracle routes against the router at the same compute: perplexity, then where each spends compute."""
+    options = result["options"]
+    title = f"oracle routes vs router · {result['model']} @ {result['budget']:.2f} · {result['tokens']} tokens"
+    table = Table(title=f"{title} of {result['data']} · small = {options['small']}/{options['big']} learners")
+    for column in ("layer", "oracle", "", "router", ""):
+        table.add_column(column, justify="right")
+    for layer in result["layers"]:
+        oracle, gate = layer["oracle"], layer["gate"]
+        table.add_row(str(layer["layer"]), f"{oracle:.3f}", _bar(oracle), f"{gate:.3f}", _bar(gate))
+    console.print(table)
+    for key, title in (("by_difficulty", "quartile of dense loss"), ("by_kind", "token kind")):
+        rows = Table(title=f"compute by {title}")
+        label = "quartile" if key == "by_difficulty" else "kind"
+        for column in (label, "oracle", "router"):
+            rows.add_column(column, justify="right")
+        for row in result[key]:
+            rows.add_row(str(row[label]), f"{row['oracle']:.3f}", f"{row['gate']:.3f}")
+        console.print(rows)
+    shares = ", ".join(f"{name} {share:.2f}" for name, share in result["oracle_route_share"].items())
+    console.print(
+        f"dense perplexity {result['dense_perplexity']:.2f}; oracle {result['oracle_perplexity']:.2f} at FFN "
+        f"compute {result['oracle_ffn_compute']:.3f} (layers chosen independently: "
+        f"{result['oracle_independent_perplexity']:.2f}; routes: {shares}); router {result['gate_perplexity']:.2f} "
+        f"at {result['gate_ffn_compute']:.3f} (budget {result['gate_budget']:.3f})"
+    )

@@ -33,6 +33,9 @@ class NestedFFN(SparseFFN):
         self.static_learners: int | None = None
         """When set, every token runs this many learners and the router is not run (a MatFormer-style static
         width; `ponder.export` writes it as a plain dense checkpoint)."""
+        self.forced_learners: torch.Tensor | None = None
+        """When set ([N], one entry per token of the next forward), each token runs that many learners and the
+        router is not run: how `ponder.eval.oracle` tries routes."""
 
     def router_macs(self) -> int:
         return scorer_macs(self.router)
@@ -76,13 +79,20 @@ class NestedFFN(SparseFFN):
     # --- policy and executors ---------------------------------------------------------------------------------
     def learners_for(self, x: torch.Tensor) -> torch.Tensor:
         """Learners each token runs: [N] (the smallest k whose predicted error is below the threshold)."""
+        if self.forced_learners is not None:
+            if self.forced_learners.shape != (x.shape[0],):
+                raise PonderError(f"forced learners for {self.forced_learners.shape[0]} tokens, got {x.shape[0]}")
+            return self.forced_learners
         if self.static_learners is not None:
             return torch.full((x.shape[0],), self.static_learners)
         predicted = self.router(x).cummin(dim=1).values  # [N, L]
         return (predicted > self.threshold).sum(1)
 
+    def _routed(self) -> bool:
+        return self.static_learners is None and self.forced_learners is None
+
     def _count_learners(self, k: torch.Tensor) -> None:
-        router = 0 if self.static_learners is not None else self.router_macs()
+        router = self.router_macs() if self._routed() else 0
         self._count(router + k * self.block * self.neuron_macs())
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +102,7 @@ class NestedFFN(SparseFFN):
         return self.finish((self.neurons(x, slice(None)) * mask) @ self.down_t)
 
     def runs_dense(self) -> bool:
-        return self.static_learners is None and super().runs_dense()
+        return self._routed() and super().runs_dense()
 
     def use_fast(self, x: torch.Tensor) -> bool:
         return True  # slices and GEMMs in PyTorch: no kernel needed, any dtype and batch
