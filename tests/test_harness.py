@@ -1,6 +1,5 @@
 """The lm-eval model type `ponder` scores a local task exactly as `ponder eval --task piqa` does."""
 
-import json
 
 import pytest
 
@@ -11,32 +10,14 @@ lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness not insta
 
 ITEMS = 5
 BUDGET = 0.5
-TASK = """\
-task: piqa_local
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    validation: {data}
-validation_split: validation
-output_type: multiple_choice
-doc_to_text: "Question: {{{{goal}}}}\\nAnswer:"
-doc_to_target: label
-doc_to_choice: "{{{{[sol1, sol2]}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
 
 
 @pytest.fixture
 def local_task(tmp_path):
     """PIQA's first items as an lm-eval task file reading a local JSON file (lm-eval's own task needs the hub)."""
-    data = tmp_path / "piqa.jsonl"
-    data.write_text("".join(json.dumps(item) + "\n" for item in load_piqa(limit=ITEMS)))
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "piqa_local.yaml").write_text(TASK.format(data=data))
-    return tasks
+    from ponder.harness import write_piqa_task
+
+    return write_piqa_task(tmp_path / "tasks", limit=ITEMS)
 
 
 @pytest.fixture
@@ -52,12 +33,12 @@ def test_adapter_matches_ponder_eval(converted, local_task, monkeypatch):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    import ponder.harness  # noqa: F401  (registers the model type)
+    from ponder.harness import PIQA_TASK  # importing registers the model type
 
     out = simple_evaluate(
         model="ponder",
         model_args=f"path={converted},budget={BUDGET},batch_size=4",
-        tasks=["piqa_local"],
+        tasks=[PIQA_TASK],
         task_manager=TaskManager(include_path=str(local_task)),
         log_samples=True,
         bootstrap_iters=0,
@@ -67,10 +48,10 @@ def test_adapter_matches_ponder_eval(converted, local_task, monkeypatch):
     expected = evaluate_task(model, tokenizer, "piqa", limit=ITEMS, progress=False)
     scores = score_choices(model, piqa_choices(tokenizer, load_piqa(limit=ITEMS)), batch_size=1, progress=False)
 
-    metrics = out["results"]["piqa_local"]
+    metrics = out["results"][PIQA_TASK]
     assert metrics["acc,none"] == pytest.approx(expected.acc)
     assert metrics["acc_norm,none"] == pytest.approx(expected.acc_norm)
-    samples = sorted(out["samples"]["piqa_local"], key=lambda s: s["doc_id"])
+    samples = sorted(out["samples"][PIQA_TASK], key=lambda s: s["doc_id"])
     harness_scores = [resp[0][0] for s in samples for resp in s["resps"]]
     assert harness_scores == pytest.approx(scores, rel=1e-4, abs=1e-4)
     config = out["config"]

@@ -11,7 +11,9 @@ gains `ponder_method`, `ponder_budget` and the achieved `ponder_ffn_compute` ove
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 from ponder.adaptive import get_budget, load, set_budget
 from ponder.errors import PonderError
@@ -58,6 +60,37 @@ class PonderLM(HFLM):
             "ponder_budget": get_budget(self.model),
             "ponder_ffn_compute": report.ffn_compute if report.tokens else None,
         }
+
+
+PIQA_TASK = "piqa_local"
+_PIQA_YAML = """\
+task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    validation: {data}
+validation_split: validation
+output_type: multiple_choice
+doc_to_text: "Question: {{{{goal}}}}\\nAnswer:"
+doc_to_target: label
+doc_to_choice: "{{{{[sol1, sol2]}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+def write_piqa_task(directory: str | Path, *, limit: int | None = None) -> Path:
+    """An lm-eval task `piqa_local` over the bundled PIQA items (lm-eval's own `piqa` downloads from the hub):
+    pass the returned folder as `--include_path` (or `TaskManager(include_path=...)`) and `--tasks piqa_local`."""
+    from ponder.eval.tasks import load_piqa
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = directory / "piqa-valid.jsonl"
+    data.write_text("".join(json.dumps(item) + "\n" for item in load_piqa(limit=limit)))
+    (directory / f"{PIQA_TASK}.yaml").write_text(_PIQA_YAML.format(task=PIQA_TASK, data=data.resolve()))
+    return directory
 
 
 def main() -> None:
