@@ -49,12 +49,13 @@ def main() -> None:
     scores = score_choices(model, choices, batch_size=args.batch_size, progress=False)
     samples = sorted(out["samples"][PIQA_TASK], key=lambda s: s["doc_id"])
     harness = [resp[0][0] for s in samples for resp in s["resps"]]
-    worst = max(abs(a - b) for a, b in zip(harness, scores, strict=True))
+    gaps = [abs(a - b) for a, b in zip(harness, scores, strict=True)]
     metrics = out["results"][PIQA_TASK]
     print(f"model {args.model} budget {args.budget} items {args.limit}")
     print(f"lm-eval (model type ponder): acc {metrics['acc,none']:.4f} acc_norm {metrics['acc_norm,none']:.4f}")
     print(f"ponder eval --task piqa:     acc {ours.acc:.4f} acc_norm {ours.acc_norm:.4f}")
-    print(f"largest |log-likelihood difference| over {len(scores)} choices: {worst:.2e}")
+    print(f"largest |log-likelihood difference| over {len(scores)} choices: {max(gaps):.2e}")
+    print(f"choices differing by more than 1e-3: {sum(g > 1e-3 for g in gaps)}")
     print(f"FFN compute lm-eval saw: {out['config']['ponder_ffn_compute']}; ponder: {ours.ffn_compute:.4f}")
 
 
