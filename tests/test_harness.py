@@ -1,6 +1,5 @@
 """The lm-eval model type `ponder` scores a local task exactly as `ponder eval --task piqa` does."""
 
-
 import pytest
 
 from ponder.adaptive import convert, load, save_adaptive, set_budget

@@ -162,13 +162,13 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     import torch
 
     from ponder.adaptive import adaptive_modules, get_budget
-    from ponder.data import load_text
+    from ponder.data import first_tokens, load_text
     from ponder.report.terminal import render_inspect
     from ponder.stats import inspect_routing
 
     text = load_text(args.data)
     model, tokenizer = _load(args)
-    ids = tokenizer(text[: args.tokens * 20], add_special_tokens=False).input_ids[: args.tokens]
+    ids = first_tokens(tokenizer, text, args.tokens)
     if len(ids) < 2:
         raise PonderError(f"'{args.data}' has fewer than 2 tokens: give a longer text")
     result = inspect_routing(model, torch.tensor([ids]))

@@ -48,6 +48,12 @@ def load_text(source: str) -> str:
     return text
 
 
+def first_tokens(tokenizer, text: str, tokens: int) -> list[int]:
+    """The first `tokens` token ids of `text` (no special tokens), tokenizing only a prefix of a long text: 20
+    characters per token is more than any English tokenizer needs."""
+    return tokenizer(text[: tokens * 20], add_special_tokens=False).input_ids[:tokens]
+
+
 def _read_jsonl_text(path: Path) -> str:
     parts = []
     with path.open(encoding="utf-8") as f:

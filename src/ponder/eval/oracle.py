@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder.adaptive import adaptive_modules, get_budget, set_budget
+from ponder.data import first_tokens
 from ponder.errors import DataError, PonderError
 from ponder.stats import ComputeMeter, ComputeTrace
 
@@ -109,7 +110,7 @@ def route_oracle(
     if not 0.0 < small < 1.0:
         raise PonderError(f"small={small} must be a fraction of the learners in (0, 1)")
     modules = _routable(model)
-    ids = tokenizer(text[: tokens * 20], add_special_tokens=False).input_ids[:tokens]
+    ids = first_tokens(tokenizer, text, tokens)
     if len(ids) < 8:
         raise DataError(f"the text has {len(ids)} tokens: the oracle needs at least 8")
     ids = torch.tensor([ids])

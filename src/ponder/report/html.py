@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder.adaptive import get_budget
+from ponder.data import first_tokens
 from ponder.errors import DataError
 from ponder.stats import ComputeTrace
 
@@ -43,7 +44,7 @@ def compute_heatmap(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, *, max_tokens: int = 200
 ) -> Heatmap:
     """Run `text` (its first `max_tokens` tokens) once and record each token's compute per layer."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids[:max_tokens]
+    ids = first_tokens(tokenizer, text, max_tokens)
     if not ids:
         raise DataError("the heatmap text is empty: give some text")
     with ComputeTrace(model) as trace:
