@@ -120,7 +120,8 @@ def convert(
                     module.load_state_dict(load_file(str(checkpoints[index])), strict=False)
     if allocation == "greedy":
         batches = windows.reshape(-1)[:ALLOCATION_TOKENS]
-        allocate_greedy(model, modules, batches[: len(batches) // 512 * 512].view(-1, 512), progress=progress)
+        batches = batches[: len(batches) // 512 * 512].view(-1, 512)
+        allocate_greedy(model, modules, batches, progress=progress, ranks=ranks)
     model.ponder_config["calibration"] = {"data": calibration, "tokens": calibration_tokens, "allocation": allocation}
     set_budget(model, budget)
     return model

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ponder.methods.base import FULL_BUDGET, SparseFFN
+from ponder.train.distributed import SINGLE, World
 
 
 @torch.inference_mode()
@@ -21,19 +22,25 @@ def _loss(model: PreTrainedModel, batches: torch.Tensor) -> float:
 
 
 def layer_sensitivity(
-    model: PreTrainedModel, modules: list[SparseFFN], batches: torch.Tensor, levels: list[float], progress: bool
+    model: PreTrainedModel,
+    modules: list[SparseFFN],
+    batches: torch.Tensor,
+    levels: list[float],
+    progress: bool,
+    ranks: World = SINGLE,
 ) -> torch.Tensor:
-    """Loss increase when only layer l runs at budget levels[p] and every other layer is dense: [layers, P]."""
+    """Loss increase when only layer l runs at budget levels[p] and every other layer is dense: [layers, P].
+    Under torchrun each rank measures every N-th layer and the ranks sum their tables."""
     for module in modules:
         module.set_budget(FULL_BUDGET)
     dense = _loss(model, batches)
     increase = torch.zeros(len(modules), len(levels))
-    jobs = [(layer, p) for layer in range(len(modules)) for p in range(len(levels))]
+    jobs = [(layer, p) for layer in range(len(modules)) if ranks.owns(layer) for p in range(len(levels))]
     for layer, p in tqdm(jobs, desc="layer sensitivity", unit="run", disable=not progress):
         modules[layer].set_budget(levels[p])
         increase[layer, p] = _loss(model, batches) - dense
         modules[layer].set_budget(FULL_BUDGET)
-    return increase
+    return ranks.sum(increase)
 
 
 def greedy_schedule(increase: torch.Tensor, levels: list[float], targets: list[float]) -> torch.Tensor:
@@ -73,13 +80,14 @@ def allocate_greedy(
     *,
     step: float = 0.15,
     progress: bool = True,
+    ranks: World = SINGLE,
 ) -> torch.Tensor:
     """Rewrite every module's threshold grid with the greedy schedule; returns it ([grid budgets, layers])."""
     floor = max(module.min_budget for module in modules)
     levels = [FULL_BUDGET - step * i for i in range(int((FULL_BUDGET - floor) / step + 1e-9) + 1)]
     if levels[-1] > floor + 1e-9:
         levels.append(floor)
-    increase = layer_sensitivity(model, modules, batches, levels, progress)
+    increase = layer_sensitivity(model, modules, batches, levels, progress, ranks)
     grid = modules[0].budget_grid.tolist()
     schedule = greedy_schedule(increase, levels, grid)
     for layer, module in enumerate(modules):

@@ -2,7 +2,8 @@
 
 Under `torchrun --nproc_per_node N -m ponder convert ...` the ranks share one work directory: they capture
 disjoint calibration windows into it, calibrate disjoint layers into per-layer checkpoints, wait for each other,
-and then every rank loads all checkpoints, so each ends with the whole converted model (rank 0 saves it). The
+and then every rank loads all checkpoints, so each ends with the whole converted model (rank 0 saves it); the
+greedy allocation's per-layer loss measurements are split the same way and summed. The
 per-layer fits are seeded and read only their own layer's inputs, so N ranks give the tensors one process gives.
 Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for a single rank.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import torch
 import torch.distributed as dist
 
 from ponder.errors import PonderError
@@ -34,6 +36,12 @@ class World:
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of `tensor` over the ranks (each filled its own entries, zeros elsewhere)."""
+        if self.size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
 
     def close(self) -> None:
         """Leave the process group (torchrun warns about groups left open at exit)."""
