@@ -36,6 +36,8 @@ def main() -> None:
         module, x, x_test = modules[layer], calib[layer], test[layer]
         y_test = module.output(module.intermediate(x_test))
         weighted = (torch.cat([module.gate, module.up]).norm(dim=0), module.down.norm(dim=0))  # [D], [F]
+        spread = " ".join(f"{float(w.std() / w.mean()):.3f}" for w in weighted)
+        print(f"{layer:5d} column-norm coefficient of variation (gate/up inputs, down rows): {spread}")
         plain = (torch.ones_like(weighted[0]), torch.ones_like(weighted[1]))
         for keep in (0.5, 0.3):
             errors = []
