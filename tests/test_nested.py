@@ -1,5 +1,5 @@
-"""Nested learners: prefixes sum to the dense FFN, the grouped batch executor equals the reference, and a static
-slice exports as a plain checkpoint that stock transformers loads with the same logits."""
+"""Nested learners: prefixes sum to the dense FFN, the grouped batch executor equals the reference, and static
+slices (uniform or per layer) export as plain checkpoints that load with the same logits."""
 
 import pytest
 import torch
@@ -8,10 +8,11 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
 from conftest import tiny_model
-from ponder.adaptive import adaptive_modules, convert, load, save_adaptive, set_budget
+from ponder.adaptive import adaptive_modules, convert, get_budget, load, save_adaptive, set_budget
 from ponder.cli import main
 from ponder.errors import PonderError
-from ponder.export import export_slice, set_static_width
+from ponder.export import export_slice, greedy_widths, layer_learners, set_static_width
+from ponder.models.load import FFN_WIDTHS_KEY
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +93,59 @@ def test_static_width_needs_nested(tokenizer):
     model = convert(tiny_model("llama"), tokenizer, "teal", calibration_tokens=1024, progress=False)
     with pytest.raises(PonderError, match="--method nested"):
         set_static_width(model, 0.5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_per_layer_slice_round_trip(family, tokenizer, tmp_path):
+    model = convert(tiny_model(family), tokenizer, "nested", calibration_tokens=1024, progress=False)
+    widths = [0.25, 0.75]
+    sliced = export_slice(model, tokenizer, widths, tmp_path / "mix")
+    loaded, _ = load(str(tmp_path / "mix"))  # ponder reads the per-layer widths from config.json
+    d_ff = adaptive_modules(model)[0].up.shape[0]
+    assert getattr(loaded.config, FFN_WIDTHS_KEY) == [d_ff // 4, d_ff * 3 // 4]
+    assert loaded.num_parameters() == sliced.num_parameters() < model.num_parameters()
+    ids = torch.randint(2, 200, (2, 12), generator=torch.Generator().manual_seed(5))
+    set_static_width(model, widths)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, sliced(ids).logits)  # save -> load is bit-exact
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=1e-4, atol=1e-5)
+        set_static_width(model, [0.75, 0.25])  # another per-layer choice differs
+        assert not torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-3)
+
+
+def test_per_layer_slice_refuses_a_corrupt_checkpoint(nested, tokenizer, tmp_path):
+    export_slice(nested, tokenizer, [0.25, 0.5], tmp_path / "mix")
+    (tmp_path / "mix" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(PonderError, match="re-export"):
+        load(str(tmp_path / "mix"))
+    with pytest.raises(PonderError, match="one per layer"):
+        layer_learners(nested, [0.5, 0.5, 0.5])
+
+
+def test_greedy_widths_meet_the_mean_and_nest(nested, tokenizer):
+    previous = None
+    for width in (0.75, 0.5, 0.25):
+        widths = greedy_widths(nested, tokenizer, width, progress=False)
+        assert abs(sum(widths) / len(widths) - width) <= 0.5 / 16 + 1e-9
+        assert all(0 < w <= 1 for w in widths)
+        if previous is not None:  # a lower mean never widens a layer
+            assert all(w <= p for w, p in zip(widths, previous, strict=True))
+        previous = widths
+    assert get_budget(nested) == 1.0 and all(m.static_learners is None for m in adaptive_modules(nested))
+
+
+def test_export_cli_per_layer_and_greedy(saved_model, tmp_path, capsys):
+    model, tokenizer = load(str(saved_model))
+    convert(model, tokenizer, "nested", calibration_tokens=1024, progress=False)
+    save_adaptive(model, tmp_path / "nested", base_model=str(saved_model))
+    source = str(tmp_path / "nested")
+    assert main(["export", source, "--width", "0.5,0.25", "-o", str(tmp_path / "mix"), "--quiet"]) == 0
+    assert "8 4 of 16 learners" in capsys.readouterr().out
+    assert main(["export", source, "--width", "0.5", "--allocation", "greedy", "-o", str(tmp_path / "g")]) == 0
+    assert "mean width 0.500" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "g"), "--windows", "1", "--window-len", "64", "--quiet"]) == 0
+    assert main(["export", source, "--width", "0.5,0.25,0.5", "-o", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "one per layer" in capsys.readouterr().err
+    assert main(["export", source, "--width", "0.5,0.25", "--allocation", "greedy", "-o", str(tmp_path / "x")]) == 2
+    assert "one mean --width" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -301,17 +301,24 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ponder.export import export_slice, nested_modules, static_learners
+    from ponder.export import export_slice, greedy_widths, layer_learners, nested_modules
     from ponder.report.terminal import console
 
     if args.output.exists() and not args.overwrite:
         raise PonderError(f"output '{args.output}' exists: pass --overwrite or choose another -o")
+    width = args.width[0] if len(args.width) == 1 else args.width
+    if args.allocation == "greedy" and len(args.width) != 1:
+        raise PonderError("--allocation greedy chooses the per-layer widths: give one mean --width")
     model, tokenizer = _load(args, apply_budget=False)
-    nested_modules(model)
-    k = static_learners(model, args.width)
-    sliced = export_slice(model, tokenizer, args.width, args.output)
+    modules = nested_modules(model)
+    if args.allocation == "greedy":
+        width = greedy_widths(model, tokenizer, width, progress=not args.quiet)
+    learners = layer_learners(model, width)
+    sliced = export_slice(model, tokenizer, width, args.output)
+    per_layer = " ".join(map(str, learners)) if len(set(learners)) > 1 else str(learners[0])
     console.print(
-        f"wrote {args.output}: {k}/{nested_modules(model)[0].learners} learners per FFN, "
+        f"wrote {args.output}: {per_layer} of {modules[0].learners} learners per FFN "
+        f"(mean width {sum(learners) / len(learners) / modules[0].learners:.3f}), "
         f"{sliced.num_parameters() / 1e6:.1f} M parameters (was {model.num_parameters() / 1e6:.1f} M)"
     )
 
@@ -453,9 +460,20 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--resume", action="store_true", help="continue an interrupted conversion into the same -o")
     conv.set_defaults(run=cmd_convert)
 
-    ex = commands.add_parser("export", help="write a nested model at one static width as a plain HF checkpoint")
+    ex = commands.add_parser("export", help="write a nested model at static widths as a plain HF checkpoint")
     _common(ex)
-    ex.add_argument("--width", type=_budget, required=True, help="fraction of FFN neurons kept in every layer")
+    ex.add_argument(
+        "--width",
+        type=_budgets,
+        required=True,
+        help="fraction of FFN neurons kept: one for every layer, or a comma list with one per layer",
+    )
+    ex.add_argument(
+        "--allocation",
+        choices=("uniform", "greedy"),
+        default="uniform",
+        help="greedy: per-layer widths with this mean, chosen by calibration loss (Mix'n'Match, ~3 min)",
+    )
     ex.add_argument("-o", "--output", type=Path, required=True, help="directory for the HF checkpoint")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     ex.set_defaults(run=cmd_export)

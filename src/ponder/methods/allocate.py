@@ -7,6 +7,8 @@ grid so that the model-level `set_budget(b)` puts layer l at its allocated budge
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -28,18 +30,20 @@ def layer_sensitivity(
     levels: list[float],
     progress: bool,
     ranks: World = SINGLE,
+    apply: Callable[[SparseFFN, float], None] = SparseFFN.set_budget,
 ) -> torch.Tensor:
-    """Loss increase when only layer l runs at budget levels[p] and every other layer is dense: [layers, P].
+    """Loss increase when only layer l runs at level levels[p] and every other layer is dense: [layers, P].
+    `apply(module, level)` sets a level (by default its budget; level 1 must be the dense module).
     Under torchrun each rank measures every N-th layer and the ranks sum their tables."""
     for module in modules:
-        module.set_budget(FULL_BUDGET)
+        apply(module, FULL_BUDGET)
     dense = _loss(model, batches)
     increase = torch.zeros(len(modules), len(levels))
     jobs = [(layer, p) for layer in range(len(modules)) if ranks.owns(layer) for p in range(len(levels))]
     for layer, p in tqdm(jobs, desc="layer sensitivity", unit="run", disable=not progress):
-        modules[layer].set_budget(levels[p])
+        apply(modules[layer], levels[p])
         increase[layer, p] = _loss(model, batches) - dense
-        modules[layer].set_budget(FULL_BUDGET)
+        apply(modules[layer], FULL_BUDGET)
     return ranks.sum(increase)
 
 

