@@ -123,9 +123,9 @@ def test_per_layer_slice_refuses_a_corrupt_checkpoint(nested, tokenizer, tmp_pat
 
 
 def test_greedy_widths_meet_the_mean_and_nest(nested, tokenizer):
+    means = (0.75, 0.5, 0.25)
     previous = None
-    for width in (0.75, 0.5, 0.25):
-        widths = greedy_widths(nested, tokenizer, width, progress=False)
+    for width, widths in zip(means, greedy_widths(nested, tokenizer, means, progress=False), strict=True):
         assert abs(sum(widths) / len(widths) - width) <= 0.5 / 16 + 1e-9
         assert all(0 < w <= 1 for w in widths)
         if previous is not None:  # a lower mean never widens a layer

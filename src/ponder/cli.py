@@ -312,7 +312,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     model, tokenizer = _load(args, apply_budget=False)
     modules = nested_modules(model)
     if args.allocation == "greedy":
-        width = greedy_widths(model, tokenizer, width, progress=not args.quiet)
+        width = greedy_widths(model, tokenizer, [width], progress=not args.quiet)[0]
     learners = layer_learners(model, width)
     sliced = export_slice(model, tokenizer, width, args.output)
     per_layer = " ".join(map(str, learners)) if len(set(learners)) > 1 else str(learners[0])

@@ -61,15 +61,16 @@ def _apply_width(module: NestedFFN, width: float) -> None:
 def greedy_widths(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    width: float,
+    means: Sequence[float],
     *,
     calibration: str = CALIB_DEFAULT,
     levels: int = 8,
     progress: bool = True,
-) -> list[float]:
-    """Per-layer widths whose mean is `width` (Mix'n'Match), narrowing first the layers whose static slice raises the
-    calibration loss least: the greedy schedule of `ponder.methods.allocate` over static widths. Costs one forward
-    of 1,024 calibration tokens per layer and level (about 3 minutes for SmolLM2-135M here)."""
+) -> list[list[float]]:
+    """For each mean width, per-layer widths with that mean (Mix'n'Match), narrowing first the layers whose static
+    slice raises the calibration loss least: the greedy schedule of `ponder.methods.allocate` over static widths,
+    so a lower mean never widens a layer. Costs one forward of 1,024 calibration tokens per layer and width level
+    (about 3 minutes for SmolLM2-135M here), shared by all the means."""
     modules = nested_modules(model)
     learners = modules[0].learners
     stride = max(1, learners // levels)
@@ -78,8 +79,8 @@ def greedy_widths(
     with full_budget(model):
         increase = layer_sensitivity(model, modules, windows, grid, progress, apply=_apply_width)
         set_static_width(model, None)
-    schedule = greedy_schedule(increase, grid, [check_budget(width)])[0]
-    return [round(float(w) * learners) / learners for w in schedule]
+    schedule = greedy_schedule(increase, grid, [check_budget(mean) for mean in means])
+    return [[round(float(w) * learners) / learners for w in row] for row in schedule]
 
 
 @torch.no_grad()

@@ -71,7 +71,7 @@ def _row(rates: dict[str, Rate], ratios: dict[str, float]) -> dict:
     return row | {f"{kind}_speedup": ratio for kind, ratio in ratios.items()}
 
 
-def _paired_ratio(reference: list[float], candidate: list[float]) -> float:
+def paired_ratio(reference: list[float], candidate: list[float]) -> float:
     """Median over rounds of reference time / candidate time (pairs measured back to back)."""
     return statistics.median(r / c for r, c in zip(reference, candidate, strict=True))
 
@@ -137,7 +137,7 @@ def benchmark(
 
     def ratios(budget: float) -> dict[str, float]:
         return {
-            kind: _paired_ratio(seconds[f"{kind}@1.0"], seconds[f"{kind}@{budget}"]) for kind in ("decode", "prefill")
+            kind: paired_ratio(seconds[f"{kind}@1.0"], seconds[f"{kind}@{budget}"]) for kind in ("decode", "prefill")
         }
 
     hf = Rate.of(new_tokens, seconds["hf_generate"])
@@ -167,7 +167,7 @@ def benchmark(
         "hf_generate": {"decode_tok_s": hf.median, "decode_tok_s_min": hf.low, "decode_tok_s_max": hf.high},
         "dense": _row(dense, {})
         | {
-            "speedup_vs_hf_generate": _paired_ratio(seconds["hf_generate"], seconds["decode@1.0"]),
+            "speedup_vs_hf_generate": paired_ratio(seconds["hf_generate"], seconds["decode@1.0"]),
             "weight_bytes_per_token": weight_bytes,
             "bandwidth_gb_s": weight_bytes * dense["decode"].median / 1e9,
         },
