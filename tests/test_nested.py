@@ -76,19 +76,6 @@ def test_slice_exports_a_plain_checkpoint(saved_model, tmp_path):
         assert not torch.allclose(sliced(ids).logits, model(ids).logits, atol=1e-3)  # the full model differs
 
 
-def test_export_cli(saved_model, tmp_path, capsys):
-    model, tokenizer = load(str(saved_model))
-    convert(model, tokenizer, "nested", calibration_tokens=1024, progress=False)
-    save_adaptive(model, tmp_path / "nested", base_model=str(saved_model))
-    assert main(["export", str(tmp_path / "nested"), "--width", "0.25", "-o", str(tmp_path / "out"), "--quiet"]) == 0
-    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out").config.intermediate_size == 16
-    assert main(["export", str(tmp_path / "nested"), "--width", "0.25", "-o", str(tmp_path / "out")]) == 2
-    assert "exists" in capsys.readouterr().err
-    assert main(["export", str(saved_model), "--width", "0.5", "-o", str(tmp_path / "x")]) == 2
-    assert "--method nested" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
-
-
 def test_static_width_needs_nested(tokenizer):
     model = convert(tiny_model("llama"), tokenizer, "teal", calibration_tokens=1024, progress=False)
     with pytest.raises(PonderError, match="--method nested"):
@@ -134,18 +121,26 @@ def test_greedy_widths_meet_the_mean_and_nest(nested, tokenizer):
     assert get_budget(nested) == 1.0 and all(m.static_learners is None for m in adaptive_modules(nested))
 
 
-def test_export_cli_per_layer_and_greedy(saved_model, tmp_path, capsys):
+def test_export_cli(saved_model, tmp_path, capsys):
     model, tokenizer = load(str(saved_model))
     convert(model, tokenizer, "nested", calibration_tokens=1024, progress=False)
     save_adaptive(model, tmp_path / "nested", base_model=str(saved_model))
     source = str(tmp_path / "nested")
+    assert main(["export", source, "--width", "0.25", "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out").config.intermediate_size == 16
     assert main(["export", source, "--width", "0.5,0.25", "-o", str(tmp_path / "mix"), "--quiet"]) == 0
     assert "8 4 of 16 learners" in capsys.readouterr().out
     assert main(["export", source, "--width", "0.5", "--allocation", "greedy", "-o", str(tmp_path / "g")]) == 0
     assert "mean width 0.500" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "g"), "--windows", "1", "--window-len", "64", "--quiet"]) == 0
-    assert main(["export", source, "--width", "0.5,0.25,0.5", "-o", str(tmp_path / "x"), "--quiet"]) == 2
-    assert "one per layer" in capsys.readouterr().err
-    assert main(["export", source, "--width", "0.5,0.25", "--allocation", "greedy", "-o", str(tmp_path / "x")]) == 2
-    assert "one mean --width" in capsys.readouterr().err
+    capsys.readouterr()
+    for argv, message in [
+        (["--width", "0.25", "-o", str(tmp_path / "out")], "exists"),
+        (["--width", "0.5,0.25,0.5", "-o", str(tmp_path / "x")], "one per layer"),
+        (["--width", "0.5,0.25", "--allocation", "greedy", "-o", str(tmp_path / "x")], "one mean --width"),
+    ]:
+        assert main(["export", source, *argv, "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["export", str(saved_model), "--width", "0.5", "-o", str(tmp_path / "x")]) == 2
+    assert "--method nested" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
