@@ -39,7 +39,9 @@ def layer_sensitivity(
         apply(module, FULL_BUDGET)
     dense = _loss(model, batches)
     increase = torch.zeros(len(modules), len(levels))
-    jobs = [(layer, p) for layer in range(len(modules)) if ranks.owns(layer) for p in range(len(levels))]
+    jobs = [  # level 1 is the dense module: its increase is 0 without a forward
+        (layer, p) for layer in range(len(modules)) if ranks.owns(layer) for p in range(len(levels)) if levels[p] < 1
+    ]
     for layer, p in tqdm(jobs, desc="layer sensitivity", unit="run", disable=not progress):
         apply(modules[layer], levels[p])
         increase[layer, p] = _loss(model, batches) - dense
