@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder.adaptive import ALLOCATION_TOKENS, adaptive_modules, full_budget
 from ponder.data import CALIB_DEFAULT, load_text
@@ -20,8 +20,8 @@ from ponder.errors import PonderError
 from ponder.methods.allocate import greedy_schedule, layer_sensitivity
 from ponder.methods.base import FULL_BUDGET, check_budget
 from ponder.methods.nested import NestedFFN
-from ponder.models.ffn import ffn_view, resize_ffn
-from ponder.models.load import FFN_WIDTHS_KEY
+from ponder.models.ffn import ffn_view
+from ponder.models.load import FFN_WIDTHS_KEY, model_with_ffn_widths
 from ponder.models.targets import architecture_of, decoder_layers
 from ponder.train.capture import calibration_windows
 
@@ -42,7 +42,11 @@ def layer_learners(model: PreTrainedModel, width: Widths) -> list[int]:
     widths = [width] * len(modules) if isinstance(width, int | float) else list(width)
     if len(widths) != len(modules):
         raise PonderError(f"{len(widths)} widths given for {len(modules)} layers: give one width or one per layer")
-    return [max(1, round(check_budget(w) * m.learners)) for w, m in zip(widths, modules, strict=True)]
+    return [_learners_at(m, check_budget(w)) for w, m in zip(widths, modules, strict=True)]
+
+
+def _learners_at(module: NestedFFN, width: float) -> int:
+    return max(1, round(width * module.learners))
 
 
 def set_static_width(model: PreTrainedModel, width: Widths | None) -> None:
@@ -54,7 +58,7 @@ def set_static_width(model: PreTrainedModel, width: Widths | None) -> None:
 
 
 def _apply_width(module: NestedFFN, width: float) -> None:
-    module.static_learners = None if width >= FULL_BUDGET else max(1, round(width * module.learners))
+    module.static_learners = None if width >= FULL_BUDGET else _learners_at(module, width)
 
 
 @torch.no_grad()
@@ -77,8 +81,7 @@ def greedy_widths(
     grid = [k / learners for k in range(learners, 0, -stride)]
     windows = calibration_windows(tokenizer, load_text(calibration), tokens=ALLOCATION_TOKENS)
     with full_budget(model):
-        increase = layer_sensitivity(model, modules, windows, grid, progress, apply=_apply_width)
-        set_static_width(model, None)
+        increase = layer_sensitivity(model, modules, windows, grid, progress, apply=_apply_width)  # ends routed
     schedule = greedy_schedule(increase, grid, [check_budget(mean) for mean in means])
     return [[round(float(w) * learners) / learners for w in row] for row in schedule]
 
@@ -95,16 +98,14 @@ def slice_model(model: PreTrainedModel, width: Widths) -> PreTrainedModel:
         setattr(config, FFN_WIDTHS_KEY, neurons)
     elif hasattr(config, FFN_WIDTHS_KEY):
         delattr(config, FFN_WIDTHS_KEY)
-    sliced = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    sliced = model_with_ffn_widths(config, neurons, model.dtype)
     ffn_prefixes = tuple(f"{arch.layers}.{i}.{arch.ffn}." for i in range(len(modules)))
     shared = {k: v for k, v in model.state_dict().items() if not k.startswith(ffn_prefixes)}
     missing, _ = sliced.load_state_dict(shared, strict=False)
     if any(not key.startswith(ffn_prefixes) for key in missing):
         raise PonderError(f"cannot slice: weights {missing[:3]} have no source in the model")
     for layer, module, n in zip(decoder_layers(sliced), modules, neurons, strict=True):
-        ffn = getattr(layer, arch.ffn)
-        resize_ffn(ffn, arch, n)
-        view = ffn_view(ffn, arch)  # shares storage with `sliced`
+        view = ffn_view(getattr(layer, arch.ffn), arch)  # shares storage with `sliced`
         view.up.copy_(module.up_p[:n])
         view.down.copy_(module.down_t[:n].t())
         pairs = [(view.gate, module.gate_p), (view.up_bias, module.up_bias_p), (view.gate_bias, module.gate_bias_p)]

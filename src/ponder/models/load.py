@@ -139,13 +139,13 @@ def load(
     except (OSError, ValueError) as e:
         raise PonderError(f"cannot read the config of '{name}': {str(e).splitlines()[0]}") from None
     architecture_of(config)
-    if getattr(config, FFN_WIDTHS_KEY, None) is not None:
-        model = load_per_layer_widths(Path(where), config, torch_dtype)
-        return model, AutoTokenizer.from_pretrained(str(where))
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(where), dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
+        if getattr(config, FFN_WIDTHS_KEY, None) is not None:
+            model = load_per_layer_widths(Path(where), config, torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(where), dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+            )
         tokenizer = AutoTokenizer.from_pretrained(str(where), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise PonderError(f"cannot load '{name}': {str(e).splitlines()[0]}") from None
@@ -153,17 +153,23 @@ def load(
     return model, tokenizer
 
 
-def load_per_layer_widths(directory: Path, config, dtype: torch.dtype) -> PreTrainedModel:
-    """A checkpoint whose FFNs differ in width per layer (Mix'n'Match slices): stock classes cannot read it, so build
-    the architecture, resize each FFN to its recorded width, then load the safetensors weights strictly."""
-    widths = list(getattr(config, FFN_WIDTHS_KEY))
+def model_with_ffn_widths(config, widths: list[int], dtype: torch.dtype) -> PreTrainedModel:
+    """The stock architecture of `config` with layer l's FFN `widths[l]` wide (placeholder weights)."""
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     arch = architecture_of(model)
-    layers = decoder_layers(model)
-    if len(widths) != len(layers):
-        raise PonderError(f"{directory} lists {len(widths)} FFN widths for {len(layers)} layers: re-export it")
-    for layer, width in zip(layers, widths, strict=True):
+    for layer, width in zip(decoder_layers(model), widths, strict=True):
         resize_ffn(getattr(layer, arch.ffn), arch, int(width))
+    return model
+
+
+def load_per_layer_widths(directory: Path, config, dtype: torch.dtype) -> PreTrainedModel:
+    """A checkpoint whose FFNs differ in width per layer (Mix'n'Match slices): stock classes cannot read it, so build
+    the architecture with each FFN at its recorded width, then load the safetensors weights strictly."""
+    widths = list(getattr(config, FFN_WIDTHS_KEY))
+    layers = getattr(config, "num_hidden_layers", None)
+    if len(widths) != layers:
+        raise PonderError(f"{directory} lists {len(widths)} FFN widths for {layers} layers: re-export it")
+    model = model_with_ffn_widths(config, widths, dtype)
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise PonderError(f"{directory} has no .safetensors weights: re-export it with `ponder export`")
