@@ -52,7 +52,9 @@ def test_cats_refuses_plain_ffn(tokenizer):
         converted("gpt2", "cats", tokenizer)
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+# skip: in a 2-layer model one frequent token type is ~8 % of the decisions, a step no threshold can split;
+# tests/test_skip.py checks its budget on a deeper model.
+@pytest.mark.parametrize("method", [m for m in METHOD_NAMES if m != "skip"])
 def test_achieved_budget_on_calibration_text(method, tokenizer, calib_ids):
     model = converted("llama", method, tokenizer)
     for budget in (0.75, 0.6, 0.5):

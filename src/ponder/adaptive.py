@@ -58,6 +58,8 @@ def replace_ffns(model: PreTrainedModel, method_name: str, config) -> list[Spars
                 view=ffn_view(getattr(layer, arch.ffn), arch), activation=activation, config=config
             )
         setattr(layer, arch.ffn, module)
+        if hasattr(module, "attach"):  # depth methods act on the whole layer
+            module.attach(layer)
         modules.append(module)
     model.ponder_config = {"method": method_name, "config": dataclasses.asdict(config)}
     return modules
@@ -88,6 +90,9 @@ def convert(
     if allocation not in ALLOCATIONS:
         raise PonderError(f"allocation '{allocation}' is unknown: choose one of {', '.join(ALLOCATIONS)}")
     spec = get_method(method)
+    joint = getattr(spec.layer_class, "calibrate_jointly", None)
+    if allocation == "greedy" and joint is not None:
+        raise PonderError(f"{method} shares one threshold across layers already: drop --allocation greedy")
     if config is None:
         config = spec.config_class()
     text = load_text(calibration)
@@ -100,7 +105,7 @@ def convert(
     with _work_directory(work_dir) as work:
         _start_job(work, job, resume, ranks)
         windows = calibration_windows(tokenizer, text, tokens=calibration_tokens)
-        store = ActivationStore(work / "capture").fill(model, windows, progress=progress, ranks=ranks)
+        store = ActivationStore(work / "capture", spec.captures).fill(model, windows, progress=progress, ranks=ranks)
         ranks.barrier()  # every window captured
         modules = replace_ffns(model, method, config)
         checkpoints = [work / "layers" / f"layer-{index:03d}.safetensors" for index in range(len(modules))]
@@ -111,13 +116,15 @@ def convert(
             ):
                 if not checkpoints[index].exists() and ranks.owns(index):
                     with _seeded(index):
-                        module.calibrate(store.layer(index))
+                        module.calibrate(*_calibration_inputs(store, index))
                     _save_atomic(_own_state(module), checkpoints[index])
                     calibrated_here.add(index)
             ranks.barrier()  # every layer calibrated by its rank
             for index, module in enumerate(modules):
                 if index not in calibrated_here:  # finished before a resume, or by another rank
                     module.load_state_dict(load_file(str(checkpoints[index])), strict=False)
+            if joint is not None:
+                joint(modules, model, windows, progress=progress)
     if allocation == "greedy":
         batches = windows.reshape(-1)[:ALLOCATION_TOKENS]
         batches = batches[: len(batches) // 512 * 512].view(-1, 512)
@@ -128,6 +135,13 @@ def convert(
 
 
 JOB_FILE = "job.json"
+
+
+def _calibration_inputs(store: ActivationStore, index: int) -> tuple[torch.Tensor, ...]:
+    """A layer's FFN inputs, or the residual stream at its input and output (`Method.captures`)."""
+    if store.point == "residual":
+        return store.layer(index), store.layer(index + 1)
+    return (store.layer(index),)
 
 
 @contextmanager

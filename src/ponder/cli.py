@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = commands.add_parser("convert", help="make a model adaptive with a method, calibrated on held-out text")
     _common(conv)
-    conv.add_argument("--method", required=True, help="teal, cats, predictor, core, nested or moe")
+    conv.add_argument("--method", required=True, help="teal, cats, predictor, core, nested, moe or skip (layer skip)")
     conv.add_argument("-o", "--output", type=Path, required=True, help="directory for the converted model")
     conv.add_argument("--budget", type=_budget, default=None, help="budget saved with the model (default 1)")
     conv.add_argument("--calib", default="wikitext2-valid", help="calibration text (never the evaluation text)")

@@ -98,6 +98,10 @@ class _Layer:
         self.input_norm = layer.input_layernorm
         self.post_norm = layer.post_attention_layernorm
         self.ffn = NativeDenseFFN.wrap(model, getattr(layer, ffn))
+        self.skip = self.ffn if hasattr(self.ffn, "skips_token") else None  # a depth method decides per token
+        kv_rows = attn.q_proj.weight.shape[0]
+        self.kv_weight = self.qkv_weight[kv_rows:]  # [2·K·E, D]: all a skipped token computes
+        self.kv_bias = None if self.qkv_bias is None else self.qkv_bias[kv_rows:]
         self.kernel: native.AttentionKernel | None = None  # set by RopeRunner where the C step applies
 
 
@@ -152,6 +156,17 @@ class RopeRunner:
         rolled = x.roll(self.head_dim // 2, dims=-1).mul_(sin_signed)
         return (x * cos).add_(rolled)
 
+    def _write_kv(
+        self, index: int, layer: _Layer, x: torch.Tensor, position: int, cos: torch.Tensor, sin_signed: torch.Tensor
+    ) -> None:
+        """A token that skips a layer still writes the K/V the layer computes from its residual x [D]."""
+        kv = nn.functional.linear(_rms_norm(layer.input_norm, x), layer.kv_weight, layer.kv_bias)
+        k, v = kv.view(2 * self.kv_heads, self.head_dim).split(self.kv_heads)  # [K, E] each
+        if layer.k_norm is not None:
+            k = _rms_norm(layer.k_norm, k)
+        self.keys[index][0, :, position] = self._rotate(k, cos, sin_signed)
+        self.values[index][0, :, position] = v
+
     def _native_step(self, input_ids: torch.Tensor) -> torch.Tensor:
         """One token of one sequence: each layer's attention block in one C call, its FFN module as it is."""
         position = self.position
@@ -159,6 +174,10 @@ class RopeRunner:
         x.copy_(self.model.model.embed_tokens.weight[input_ids[0, 0]])  # [D]
         cos, sin_signed = self.cos[position], self.sin_signed[position]  # [E]
         for index, layer in enumerate(self.layers):
+            if layer.skip is not None and layer.skip.skips_token(x):
+                self._write_kv(index, layer, x, position, cos, sin_signed)
+                layer.ffn(x.view(1, 1, -1))  # counts the gate; a skipped token's FFN output is zero
+                continue
             layer.kernel(x, cos, sin_signed, self.keys[index][0], self.values[index][0], position, ffn_in, self._work)
             x += layer.ffn(ffn_in.view(1, 1, -1)).view(-1)
         self.position = position + 1
@@ -182,6 +201,8 @@ class RopeRunner:
         causal = start == 0 and steps > 1
         x = self.model.model.embed_tokens(input_ids)  # [B, T, D]
         for index, layer in enumerate(self.layers):
+            skipping = None if layer.skip is None else layer.skip.decide(x)  # [B·T] bool, or None: all run
+            x_in = x
             h = _rms_norm(layer.input_norm, x)
             qkv = nn.functional.linear(h, layer.qkv_weight, layer.qkv_bias)  # [B, T, (H+2K)·E]
             qkv = qkv.view(batch, steps, heads + 2 * kv_heads, head_dim)
@@ -202,6 +223,8 @@ class RopeRunner:
             )  # [B, H, T, E]
             x = x + layer.o_proj(attn.transpose(1, 2).reshape(batch, steps, heads * head_dim))
             x = x + layer.ffn(_rms_norm(layer.post_norm, x))
+            if skipping is not None:  # skipped tokens keep their residual (their K/V were written above)
+                x = torch.where(skipping.view(batch, steps, 1), x_in, x)
         self.position = end
         h = _rms_norm(self.model.model.norm, x[:, -1])  # [B, D]
         return self.model.lm_head(h)  # [B, V]

@@ -14,14 +14,17 @@ class Method:
     config_class: type
     """A dataclass of the method's options (round-trips through JSON via dataclasses.asdict)."""
     layer_class: type
-    """A SparseFFN subclass: layer_class(view=, activation=, config=), then .calibrate(inputs [N, D])."""
+    """A SparseFFN subclass: layer_class(view=, activation=, config=), then .calibrate(*captures)."""
+    captures: str = "ffn"
+    """What each layer calibrates on (`ponder.train.capture`): "ffn", its FFN's inputs [N, D]; "residual", the
+    residual stream at its input and at its output, two [N, D] tensors (depth methods)."""
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, *, config_class: type, layer_class: type) -> None:
-    METHODS[name] = Method(name, config_class, layer_class)
+def register_method(name: str, *, config_class: type, layer_class: type, captures: str = "ffn") -> None:
+    METHODS[name] = Method(name, config_class, layer_class, captures)
 
 
 def get_method(name: str) -> Method:

@@ -1,4 +1,8 @@
-"""Capture every FFN's inputs on calibration text (dense model): in memory for small jobs, or streamed to disk.
+"""Capture activations on calibration text (dense model): in memory for small jobs, or streamed to disk.
+
+Two capture points: every FFN's input (what width methods calibrate on), or the residual stream at every decoder
+layer's input plus the last layer's output (what depth methods calibrate on: layer i's update is entry i+1 minus
+entry i).
 
 `ActivationStore` writes one safetensors shard per calibration window (all layers, fp16) beside a conversion, so
 memory holds one window of every layer while capturing and one layer of every window while calibrating, and a
@@ -26,6 +30,7 @@ from ponder.models.targets import architecture_of, decoder_layers
 from ponder.train.distributed import SINGLE, World
 
 FP16_MAX = 65504.0
+CAPTURE_POINTS = ("ffn", "residual")
 
 
 def calibration_windows(
@@ -39,20 +44,40 @@ def calibration_windows(
     return torch.tensor(ids[:usable]).view(-1, window_len)
 
 
-@torch.inference_mode()
-def iter_ffn_inputs(model: PreTrainedModel, windows: torch.Tensor, *, progress: bool = True) -> Iterator[list]:
-    """For each window [T] of `windows` [W, T]: the FFN input [T, D] of every layer (fp32), in layer order."""
+def _hooks(model: PreTrainedModel, point: str, current: list) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hooks that put each capture of one forward into `current` (fp32 copies, [T, D])."""
     arch = architecture_of(model)
     layers = decoder_layers(model)
-    current: list[torch.Tensor | None] = [None] * len(layers)
 
-    def hook(index: int):
-        def keep(module, args):
-            current[index] = args[0].reshape(-1, args[0].shape[-1]).float().clone()
+    def keep(index: int, from_output: bool = False):
+        def hook(module, args, kwargs, output=None):
+            x = output if from_output else (args[0] if args else kwargs["hidden_states"])
+            x = x[0] if isinstance(x, tuple) else x
+            current[index] = x.reshape(-1, x.shape[-1]).float().clone()
 
-        return keep
+        return hook
 
-    handles = [getattr(layer, arch.ffn).register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    modules = [getattr(layer, arch.ffn) for layer in layers] if point == "ffn" else list(layers)
+    handles = [module.register_forward_pre_hook(keep(i), with_kwargs=True) for i, module in enumerate(modules)]
+    if point == "residual":
+        handles.append(layers[-1].register_forward_hook(keep(len(layers), from_output=True), with_kwargs=True))
+    return handles
+
+
+def capture_count(model: PreTrainedModel, point: str) -> int:
+    """Tensors one window yields at `point`: one per layer, plus the last layer's output for the residual stream."""
+    return len(decoder_layers(model)) + (point == "residual")
+
+
+@torch.inference_mode()
+def iter_captures(
+    model: PreTrainedModel, windows: torch.Tensor, *, progress: bool = True, point: str = "ffn"
+) -> Iterator[list]:
+    """For each window [T] of `windows` [W, T]: the captures [T, D] at `point` (fp32), in layer order."""
+    if point not in CAPTURE_POINTS:
+        raise PonderError(f"capture point '{point}' is unknown: choose one of {', '.join(CAPTURE_POINTS)}")
+    current: list[torch.Tensor | None] = [None] * capture_count(model, point)
+    handles = _hooks(model, point, current)
     try:
         for window in tqdm(windows, desc="capture", unit="window", disable=not progress):
             model(window[None])
@@ -73,15 +98,17 @@ def capture_ffn_inputs(
 ) -> list[torch.Tensor]:
     """FFN inputs [N, D] of every layer, in memory (layers × N × D floats: 566 MB for SmolLM2-135M at 8,192)."""
     windows = calibration_windows(tokenizer, text, tokens=tokens, window_len=window_len)
-    per_window = list(iter_ffn_inputs(model, windows, progress=progress))
+    per_window = list(iter_captures(model, windows, progress=progress))
     return [torch.cat(parts) for parts in zip(*per_window, strict=True)]
 
 
 class ActivationStore:
-    """FFN inputs of every layer on calibration windows, one shard per window in `directory`."""
+    """Captures at `point` (FFN inputs, or the residual stream) of every layer on calibration windows, one shard
+    per window in `directory`."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, point: str = "ffn"):
         self.directory = Path(directory)
+        self.point = point
 
     def _shard(self, window: int) -> Path:
         return self.directory / f"window-{window:05d}.safetensors"
@@ -98,7 +125,9 @@ class ActivationStore:
         missing = [w for w in range(len(windows)) if not self._shard(w).exists() and ranks.owns(w)]
         if not missing:
             return self
-        for window, inputs in zip(missing, iter_ffn_inputs(model, windows[missing], progress=progress), strict=True):
+        for window, inputs in zip(
+            missing, iter_captures(model, windows[missing], progress=progress, point=self.point), strict=True
+        ):
             tensors = {f"layer.{i}": _compact(x) for i, x in enumerate(inputs)}
             fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.directory)
             os.close(fd)
@@ -110,7 +139,7 @@ class ActivationStore:
         return self
 
     def layer(self, index: int) -> torch.Tensor:
-        """FFN inputs [N, D] of one layer over every window, as fp32."""
+        """Captures [N, D] of one layer (entry `index`) over every window, as fp32."""
         shards = self.shards()
         if not shards:
             raise PonderError(f"no captured activations in {self.directory}: capture them first")
