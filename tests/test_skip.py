@@ -10,6 +10,7 @@ from ponder.adaptive import adaptive_modules, convert, set_budget
 from ponder.data import load_text
 from ponder.errors import PonderError
 from ponder.inference import LeanDecoder
+from ponder.methods.skip import SkipConfig
 from ponder.stats import ComputeMeter
 
 LAYERS = 6
@@ -41,20 +42,27 @@ def test_achieved_budget_on_calibration_text(skipping, calib_ids):
         assert max(per_layer) - min(per_layer) > 0.1  # one shared threshold: layers are skipped unevenly
 
 
-def test_skipped_tokens_leave_the_layer_unchanged(skipping):
-    set_budget(skipping, 0.5)
+@pytest.mark.parametrize("stand_in", ["none", "affine"])
+def test_skipped_tokens_get_the_stand_in(stand_in, tokenizer):
+    """A skipped token leaves the layer with its input residual (plus the stand-in update, if any); the others
+    with the layer's own output."""
+    model = convert(deep_model(), tokenizer, "skip", config=SkipConfig(stand_in=stand_in), calibration_tokens=1024,
+                    progress=False)  # fmt: skip
+    set_budget(model, 0.5)
     ids = torch.randint(2, VOCAB, (1, 40), generator=torch.Generator().manual_seed(1))
+    module, layer = adaptive_modules(model)[3], model.model.layers[3]
     seen = []
-    layer = skipping.model.layers[3]
     handle = layer.register_forward_hook(lambda m, args, kwargs, out: seen.append((args[0], out)), with_kwargs=True)
     try:
         with torch.no_grad():
-            skipping(ids)
+            model(ids)
+            ((x, out),) = seen
+            skipped = (out == module.passed_through(x)).all(-1)[0]  # [T]
+            unchanged = (out == x).all(-1)[0]
     finally:
         handle.remove()
-    ((x, out),) = seen
-    same = (x == out).all(-1)[0]  # [T]: tokens whose residual passed through untouched
-    assert 0 < int(same.sum()) < 40  # some skip, some run
+    assert 0 < int(skipped.sum()) < 40  # some skip, some run
+    assert torch.equal(unchanged, skipped) == (stand_in == "none")
 
 
 @pytest.mark.parametrize("config_class", [LlamaConfig, Qwen3Config])

@@ -177,6 +177,7 @@ class RopeRunner:
             if layer.skip is not None and layer.skip.skips_token(x):
                 self._write_kv(index, layer, x, position, cos, sin_signed)
                 layer.ffn(x.view(1, 1, -1))  # counts the gate; a skipped token's FFN output is zero
+                x.copy_(layer.skip.passed_through(x))
                 continue
             layer.kernel(x, cos, sin_signed, self.keys[index][0], self.values[index][0], position, ffn_in, self._work)
             x += layer.ffn(ffn_in.view(1, 1, -1)).view(-1)
@@ -223,8 +224,8 @@ class RopeRunner:
             )  # [B, H, T, E]
             x = x + layer.o_proj(attn.transpose(1, 2).reshape(batch, steps, heads * head_dim))
             x = x + layer.ffn(_rms_norm(layer.post_norm, x))
-            if skipping is not None:  # skipped tokens keep their residual (their K/V were written above)
-                x = torch.where(skipping.view(batch, steps, 1), x_in, x)
+            if skipping is not None:  # skipped tokens: residual plus stand-in (K/V written above)
+                x = torch.where(skipping.view(batch, steps, 1), layer.skip.passed_through(x_in), x)
         self.position = end
         h = _rms_norm(self.model.model.norm, x[:, -1])  # [B, D]
         return self.model.lm_head(h)  # [B, V]
