@@ -11,3 +11,4 @@ ponder sweep smollm2-135m --methods skip,skip:stand_in=none --budgets 0.9,0.75,0
     -o "$runs/sweep-s6"
 cp "$runs/sweep-s6/results.jsonl" "$out/sweep-s6-results.jsonl"
 ponder bench "$runs/smol-skip" --budgets 0.9,0.75,0.5 --repeats 5 --json "$out/bench-skip-s6.json"
+python benchmarks/layer_drop.py --compute 0.9,0.75,0.5 | tee "$out/layer-drop-s6.txt"

@@ -45,6 +45,18 @@ def rms_normalized(x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + 1e-6)
 
 
+def fit_stand_in(x: torch.Tensor, update: torch.Tensor, *, affine: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) [D] each, least squares per channel: update_j ≈ scale_j · x_j + shift_j for residuals x and
+    layer updates [N, D]. Without `affine`, scale is 0 and shift the mean update (MoE++'s constant expert, for a
+    whole layer)."""
+    x_mean, update_mean = x.mean(0), update.mean(0)
+    scale = torch.zeros_like(x_mean)
+    if affine:
+        centred = x - x_mean
+        scale = (centred * (update - update_mean)).mean(0) / centred.square().mean(0).clamp_min(1e-8)
+    return scale, update_mean - scale * x_mean
+
+
 def _hidden_states(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
@@ -117,20 +129,14 @@ class SkipFFN(SparseFFN):
         )  # fmt: skip
         scores = torch.cat([self.layer_gate(chunk)[:, 0] for chunk in features.split(4096)])
         self.score_quantiles.copy_(quantile(scores, torch.linspace(0, 1, QUANTILES)))
-        self._fit_stand_in(inputs[scores <= scores.median()], (outputs - inputs)[scores <= scores.median()])
+        easy = scores <= scores.median()  # the half of the tokens that skip first
+        self._fit_stand_in(inputs[easy], (outputs - inputs)[easy])
 
     def _fit_stand_in(self, x: torch.Tensor, update: torch.Tensor) -> None:
-        """Least squares per channel, update_j ≈ scale_j · x_j + shift_j, on the half of the calibration tokens the
-        gate finds easiest (those that skip first). "constant" keeps only the mean update (MoE++'s constant
-        expert for a whole layer)."""
-        if self.config.stand_in == "none":
-            return
-        x_mean, update_mean = x.mean(0), update.mean(0)
-        if self.config.stand_in == "affine":
-            centred = x - x_mean
-            scale = (centred * (update - update_mean)).mean(0) / centred.square().mean(0).clamp_min(1e-8)
+        if self.config.stand_in != "none":
+            scale, shift = fit_stand_in(x, update, affine=self.config.stand_in == "affine")
             self.stand_in_scale.copy_(scale)
-        self.stand_in_shift.copy_(update_mean - self.stand_in_scale * x_mean)
+            self.stand_in_shift.copy_(shift)
 
     @staticmethod
     def calibrate_jointly(
