@@ -98,11 +98,12 @@ class _Layer:
         self.input_norm = layer.input_layernorm
         self.post_norm = layer.post_attention_layernorm
         self.ffn = NativeDenseFFN.wrap(model, getattr(layer, ffn))
-        self.skip = self.ffn if hasattr(self.ffn, "skips_token") else None  # a depth method decides per token
+        self.skip = self.ffn if hasattr(self.ffn, "passed_through") else None  # a depth method decides per token
         kv_rows = attn.q_proj.weight.shape[0]
         self.kv_weight = self.qkv_weight[kv_rows:]  # [2·K·E, D]: all a skipped token computes
         self.kv_bias = None if self.qkv_bias is None else self.qkv_bias[kv_rows:]
         self.kernel: native.AttentionKernel | None = None  # set by RopeRunner where the C step applies
+        self.skip_kernel: native.LayerSkipKernel | None = None
 
 
 def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -140,6 +141,12 @@ class RopeRunner:
                     qkv_bias=layer.qkv_bias, q_norm=layer.q_norm, k_norm=layer.k_norm, o_proj=layer.o_proj,
                     heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim, scaling=layer.scaling,
                 )  # fmt: skip
+                if layer.skip is not None:
+                    layer.skip_kernel = native.LayerSkipKernel(
+                        gate=layer.skip.layer_gate, input_norm=layer.input_norm, kv_weight=layer.kv_weight,
+                        kv_bias=layer.kv_bias, k_norm=layer.k_norm, kv_heads=self.kv_heads, head_dim=self.head_dim,
+                        scale=layer.skip.stand_in_scale, shift=layer.skip.stand_in_shift,
+                    )  # fmt: skip
             D = config.hidden_size
             self._x, self._ffn_in = torch.empty(D), torch.empty(D)
             self._work = torch.empty(self.layers[0].kernel.work_size(max_len))
@@ -156,17 +163,6 @@ class RopeRunner:
         rolled = x.roll(self.head_dim // 2, dims=-1).mul_(sin_signed)
         return (x * cos).add_(rolled)
 
-    def _write_kv(
-        self, index: int, layer: _Layer, x: torch.Tensor, position: int, cos: torch.Tensor, sin_signed: torch.Tensor
-    ) -> None:
-        """A token that skips a layer still writes the K/V the layer computes from its residual x [D]."""
-        kv = nn.functional.linear(_rms_norm(layer.input_norm, x), layer.kv_weight, layer.kv_bias)
-        k, v = kv.view(2 * self.kv_heads, self.head_dim).split(self.kv_heads)  # [K, E] each
-        if layer.k_norm is not None:
-            k = _rms_norm(layer.k_norm, k)
-        self.keys[index][0, :, position] = self._rotate(k, cos, sin_signed)
-        self.values[index][0, :, position] = v
-
     def _native_step(self, input_ids: torch.Tensor) -> torch.Tensor:
         """One token of one sequence: each layer's attention block in one C call, its FFN module as it is."""
         position = self.position
@@ -174,11 +170,12 @@ class RopeRunner:
         x.copy_(self.model.model.embed_tokens.weight[input_ids[0, 0]])  # [D]
         cos, sin_signed = self.cos[position], self.sin_signed[position]  # [E]
         for index, layer in enumerate(self.layers):
-            if layer.skip is not None and layer.skip.skips_token(x):
-                self._write_kv(index, layer, x, position, cos, sin_signed)
-                layer.ffn(x.view(1, 1, -1))  # counts the gate; a skipped token's FFN output is zero
-                x.copy_(layer.skip.passed_through(x))
-                continue
+            skip = layer.skip
+            if skip is not None and not skip.runs_dense():
+                keys, values = self.keys[index][0], self.values[index][0]
+                if layer.skip_kernel(x, skip.threshold_values[0], cos, sin_signed, keys, values, position):
+                    skip.count_skipped_token(x)  # the token skipped the layer: K/V written, stand-in added
+                    continue
             layer.kernel(x, cos, sin_signed, self.keys[index][0], self.values[index][0], position, ffn_in, self._work)
             x += layer.ffn(ffn_in.view(1, 1, -1)).view(-1)
         self.position = position + 1

@@ -68,6 +68,9 @@ def library() -> ctypes.CDLL | None:
     f32 = ctypes.c_float
     lib.attention_decode.argtypes = [pointer, i64, pointer, pointer, f32, pointer, pointer, i64, i64, i64]
     lib.attention_decode.argtypes += [pointer, pointer, f32] + [pointer] * 4 + [i64, i64, f32] + [pointer] * 4
+    lib.layer_skip_decode.argtypes = [pointer, i64, pointer, pointer, i64, pointer, f32, f32, pointer, f32, pointer]
+    lib.layer_skip_decode.argtypes += [pointer, i64, i64, pointer, f32] + [pointer] * 4 + [i64, i64] + [pointer] * 3
+    lib.layer_skip_decode.restype = i64
     for fn in (lib.glu_rows, lib.glu_dense, lib.gemv, lib.attention_decode, lib.teal_ffn, lib.cats_ffn, lib.moe_ffn):
         fn.restype = None
     return lib
@@ -271,3 +274,33 @@ class AttentionKernel:
 
     def work_size(self, max_len: int) -> int:
         return self.D + (self.H + 2 * self.KV) * self.E + self.H * self.E + self.H * max_len + self.E
+
+
+class LayerSkipKernel:
+    """`layer_skip_decode` prepared for one layer of a `skip` model: gate, K/V-only write and stand-in for one
+    token, in one call. The tensors must outlive the kernel and stay where they are (the lean decoder builds it
+    with its layers); the threshold is passed per call, so budgets set later apply."""
+
+    def __init__(self, *, gate, input_norm, kv_weight, kv_bias, k_norm, kv_heads: int, head_dim: int, scale, shift):
+        first, last = gate[0], gate[2]  # Linear(D, R), SiLU, Linear(R, 1)
+        norm_weight = k_norm.weight if k_norm is not None else None
+        tensors = (first.weight, first.bias, last.weight, input_norm.weight, kv_weight, kv_bias, norm_weight)
+        tensors += (scale, shift)
+        _check(*tensors)
+        self._keep = tensors
+        R, D = first.weight.shape
+        self.work = torch.empty(max(R, D + 2 * kv_heads * head_dim + head_dim))
+        w1, b1, w2, w_in, wkv, bkv, kn, scale_p, shift_p = map(_ptr, tensors)
+        qk_eps = k_norm.variance_epsilon if k_norm is not None else 0.0
+        self._gate = (D, w1, b1, R, w2, float(last.bias))
+        self._kv = (w_in, input_norm.variance_epsilon, wkv, bkv, kv_heads, head_dim, kn, qk_eps)
+        self._tail = (scale_p, shift_p, self.work.data_ptr())
+        self._fn = library().layer_skip_decode
+
+    def __call__(self, x, threshold: float, cos, sin_signed, keys, values, position: int) -> bool:
+        """Whether the token with residual x [D] skips the layer; if so its K/V are written at `position` of
+        keys/values [KV, max_len, E] and x (updated in place) carries the stand-in."""
+        return bool(
+            self._fn(x.data_ptr(), *self._gate, threshold, *self._kv, cos.data_ptr(), sin_signed.data_ptr(),
+                     keys.data_ptr(), values.data_ptr(), keys.shape[1], position, *self._tail)
+        )  # fmt: skip

@@ -306,3 +306,38 @@ void attention_decode(float *x, int64_t D, const float *input_w, const float *po
     for (int64_t i = 0; i < D; i++) x[i] += h[i];
     rms_norm(x, post_w, D, eps, ffn_in);
 }
+
+/* Layer skip for one token at position `pos` (ponder.methods.skip and RopeRunner's batched path are the
+ * specification). The gate scores the residual x [D]: w2 . silu(W1 (x / rms(x)) + b1) + b2. Above `threshold` the
+ * token runs the layer: returns 0, nothing written. Otherwise it skips it: the layer's K/V are computed from
+ * rms_norm(x) (wkv: the K and V rows of the fused QKV; per-head k_norm and RoPE on k) and written to the caches
+ * [KV, max_len, E] at pos, the stand-in update is added, x += scale * x + shift, and it returns 1.
+ * work: max(R, D + 2 KV E + E) floats. */
+int64_t layer_skip_decode(float *x, int64_t D, const float *w1, const float *b1, int64_t R, const float *w2, float b2,
+                          float threshold, const float *input_w, float eps, const float *wkv, const float *bkv,
+                          int64_t KV, int64_t E, const float *k_norm, float qk_eps, const float *cos,
+                          const float *sin_signed, float *kcache, float *vcache, int64_t max_len, int64_t pos,
+                          const float *scale, const float *shift, float *work) {
+    float s = 0.f;
+    for (int64_t i = 0; i < D; i++) s += x[i] * x[i];
+    const float r = 1.f / sqrtf(s / (float)D + 1e-6f);
+    gemv(w1, x, 0, R, D, work); /* no bias: it is added after scaling by r */
+    float score = b2;
+    for (int64_t j = 0; j < R; j++) score += w2[j] * activate(work[j] * r + b1[j], 0);
+    if (score > threshold) return 0;
+    float *h = work, *kv = h + D, *tmp = kv + 2 * KV * E;
+    rms_norm(x, input_w, D, eps, h);
+    gemv(wkv, h, bkv, 2 * KV * E, D, kv);
+    for (int64_t g = 0; g < KV; g++) {
+        float *k = kv + g * E;
+        const float *v = kv + (KV + g) * E;
+        if (k_norm) rms_norm(k, k_norm, E, qk_eps, k);
+        rotate(k, cos, sin_signed, E, tmp);
+        for (int64_t i = 0; i < E; i++) {
+            kcache[(g * max_len + pos) * E + i] = k[i];
+            vcache[(g * max_len + pos) * E + i] = v[i];
+        }
+    }
+    for (int64_t i = 0; i < D; i++) x[i] += scale[i] * x[i] + shift[i];
+    return 1;
+}

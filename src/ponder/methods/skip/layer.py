@@ -2,8 +2,8 @@
 
 The decision is made at the layer's input, so it lives in the FFN module (which every executor already calls) and
 reaches the layer through hooks: `decide` before the layer, the skipped tokens' inputs passed through after it.
-The lean decoder (`ponder.inference.decode`) calls `decide` itself and, for a skipped token, computes only the
-layer's K and V.
+The lean decoder (`ponder.inference.decode`) calls `decide` itself for batches; for one token a C kernel
+(`native.LayerSkipKernel`) runs the gate and, for a skipped token, computes only the layer's K and V.
 
 Why K/V stay correct: a layer's K/V for a token are a function of that token's residual at the layer's input. A
 token that skips the layer keeps that residual unchanged, so the K/V the dense layer would compute from it are
@@ -207,10 +207,14 @@ class SkipFFN(SparseFFN):
         hidden = torch.where(skipping.view(*x.shape[:-1], 1), self.passed_through(x), hidden)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    def skips_token(self, x: torch.Tensor) -> bool:
-        """Whether the one token whose residual is x [D] skips this layer (one-token decode)."""
-        skipping = self.decide(x.view(1, -1))
-        return skipping is not None and bool(skipping[0])
+    def count_skipped_token(self, x: torch.Tensor) -> None:
+        """Count a token the lean decoder skipped in C (`native.LayerSkipKernel`), as this module's own call would
+        have; while a meter or trace hooks the module, through that call, so they see the token."""
+        if self._forward_hooks:
+            self.skipping = torch.ones(1, dtype=torch.bool)
+            self(x.view(1, 1, -1))
+        else:
+            self._count(self.gate_macs() + self.stand_in_macs())
 
     # --- executors (the FFN part of a layer call) -----------------------------------------------------------
     def _skipping_for(self, x: torch.Tensor) -> torch.Tensor:
