@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session-6 numbers in BENCHMARKS.md: layer skip (`skip`), with the default affine stand-in and with none, then its
-# decode/prefill speed against the dense lean path. Run it alone on the machine (about 45 minutes here).
+# Session-6 numbers in BENCHMARKS.md: layer skip (`skip`) with the default affine stand-in and with none, its
+# decode/prefill speed against the dense lean path, where its compute goes, and a static layer-drop baseline.
+# Run it alone on the machine (about an hour here).
 # Usage: bash benchmarks/session6.sh [RUNS_DIR]
 set -euo pipefail
 runs=${1:-runs}
@@ -11,4 +12,5 @@ ponder sweep smollm2-135m --methods skip,skip:stand_in=none --budgets 0.9,0.75,0
     -o "$runs/sweep-s6"
 cp "$runs/sweep-s6/results.jsonl" "$out/sweep-s6-results.jsonl"
 ponder bench "$runs/smol-skip" --budgets 0.9,0.75,0.5 --repeats 5 --json "$out/bench-skip-s6.json"
+ponder inspect "$runs/smol-skip" --budget 0.5 --json "$out/inspect-skip-0.5-s6.json"
 python benchmarks/layer_drop.py --compute 0.9,0.75,0.5 | tee "$out/layer-drop-s6.txt"
