@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 MOE = ("--method", "moe", "--set", "experts=16", "--set", "shared_experts=2", "--set", "steps=50")
 TEAL_GREEDY = ("--method", "teal", "--allocation", "greedy")  # the loss measurements are split across ranks too
+SKIP = ("--method", "skip", "--set", "steps=50")  # residual-stream capture; shared thresholds set after all layers
 
 
 def _convert(launcher: list[str], model, output, options) -> subprocess.CompletedProcess:
@@ -18,7 +19,7 @@ def _convert(launcher: list[str], model, output, options) -> subprocess.Complete
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch has no torch.distributed")
-@pytest.mark.parametrize("options", [MOE, TEAL_GREEDY], ids=["moe", "teal-greedy"])
+@pytest.mark.parametrize("options", [MOE, TEAL_GREEDY, SKIP], ids=["moe", "teal-greedy", "skip"])
 def test_two_gloo_ranks_equal_one_process(saved_model, tmp_path, options):
     one = _convert([sys.executable], saved_model, tmp_path / "one", options)
     assert one.returncode == 0, one.stderr
