@@ -77,7 +77,7 @@ def test_skipped_tokens_write_the_layers_kv(config_class, tokenizer):
     with torch.no_grad(), ComputeMeter(model) as meter:
         full = model(ids).logits[0, -1]
         batched.reset(1)
-        batched.forward(ids)
+        first = batched.forward(ids)[0]  # prefill: only the running tokens' queries are computed
         stepped.reset(1)
         for t in range(ids.shape[1]):
             last = stepped.forward(ids[:, t : t + 1])[0]
@@ -85,6 +85,7 @@ def test_skipped_tokens_write_the_layers_kv(config_class, tokenizer):
     for a, b in zip(batched.keys + batched.values, stepped.keys + stepped.values, strict=True):
         torch.testing.assert_close(a[:, :, :30], b[:, :, :30], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(last, full, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(first, full, rtol=1e-4, atol=1e-4)
 
 
 def test_hf_generate_equals_lean_decode_under_skipping(skipping):

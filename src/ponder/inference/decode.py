@@ -102,6 +102,8 @@ class _Layer:
         kv_rows = attn.q_proj.weight.shape[0]
         self.kv_weight = self.qkv_weight[kv_rows:]  # [2·K·E, D]: all a skipped token computes
         self.kv_bias = None if self.qkv_bias is None else self.qkv_bias[kv_rows:]
+        self.q_weight = self.qkv_weight[:kv_rows]  # [H·E, D]: the queries, for the tokens that run the layer
+        self.q_bias = None if self.qkv_bias is None else self.qkv_bias[:kv_rows]
         self.kernel: native.AttentionKernel | None = None  # set by RopeRunner where the C step applies
         self.skip_kernel: native.LayerSkipKernel | None = None
 
@@ -163,6 +165,36 @@ class RopeRunner:
         rolled = x.roll(self.head_dim // 2, dims=-1).mul_(sin_signed)
         return (x * cos).add_(rolled)
 
+    def _skipping_layer(
+        self, index: int, layer: _Layer, x: torch.Tensor, skipping: torch.Tensor, start: int, end: int
+    ) -> torch.Tensor:
+        """One layer for a chunk x [1, T, D] of one sequence in which the tokens `skipping` [T] skip it: K/V for
+        every token (from its residual, as the full layer writes them), queries, attention and o_proj only for
+        the tokens that run, the FFN module called on every row (it computes the running ones and counts all)."""
+        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
+        cos, sin_signed = self.cos[start:end], self.sin_signed[start:end]  # [T, E]
+        h = _rms_norm(layer.input_norm, x)  # [1, T, D]
+        kv = nn.functional.linear(h, layer.kv_weight, layer.kv_bias).view(1, end - start, 2 * kv_heads, head_dim)
+        k, v = kv.split(kv_heads, dim=2)  # [1, T, K, E]
+        if layer.k_norm is not None:
+            k = _rms_norm(layer.k_norm, k)
+        self.keys[index][:, :, start:end] = self._rotate(k.transpose(1, 2), cos, sin_signed)
+        self.values[index][:, :, start:end] = v.transpose(1, 2)
+        rows = (~skipping).nonzero()[:, 0]  # [R]: the tokens that run
+        q = nn.functional.linear(h[:, rows], layer.q_weight, layer.q_bias).view(1, len(rows), heads, head_dim)
+        if layer.q_norm is not None:
+            q = _rms_norm(layer.q_norm, q)
+        q = self._rotate(q.transpose(1, 2), cos[rows], sin_signed[rows])  # [1, H, R, E]
+        mask = torch.arange(end)[None] <= (start + rows)[:, None]  # [R, P+T]: causal at each row's position
+        attn = nn.functional.scaled_dot_product_attention(
+            q, self.keys[index][:, :, :end], self.values[index][:, :, :end], attn_mask=mask, scale=layer.scaling,
+            enable_gqa=heads != kv_heads,
+        )  # fmt: skip
+        ran = x.clone()
+        ran[:, rows] += layer.o_proj(attn.transpose(1, 2).reshape(1, len(rows), heads * head_dim))
+        ran = ran + layer.ffn(_rms_norm(layer.post_norm, ran))  # the module reads `skipping` from `decide`
+        return torch.where(skipping.view(1, -1, 1), layer.skip.passed_through(x), ran)
+
     def _native_step(self, input_ids: torch.Tensor) -> torch.Tensor:
         """One token of one sequence: each layer's attention block in one C call, its FFN module as it is."""
         position = self.position
@@ -200,6 +232,9 @@ class RopeRunner:
         x = self.model.model.embed_tokens(input_ids)  # [B, T, D]
         for index, layer in enumerate(self.layers):
             skipping = None if layer.skip is None else layer.skip.decide(x)  # [B·T] bool, or None: all run
+            if skipping is not None and batch == 1 and steps > 1:
+                x = self._skipping_layer(index, layer, x, skipping, start, end)
+                continue
             x_in = x
             h = _rms_norm(layer.input_norm, x)
             qkv = nn.functional.linear(h, layer.qkv_weight, layer.qkv_bias)  # [B, T, (H+2K)·E]
