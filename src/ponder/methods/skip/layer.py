@@ -7,16 +7,16 @@ The lean decoder (`ponder.inference.decode`) calls `decide` itself for batches; 
 
 Why K/V stay correct: a layer's K/V for a token are a function of that token's residual at the layer's input. A
 token that skips the layer keeps that residual unchanged, so the K/V the dense layer would compute from it are
-exactly what later tokens must attend to. Batched forwards compute them as part of the full layer; one-token
-decode computes only the K and V projections (6 % of a SmolLM2 layer's weights).
+exactly what later tokens must attend to. HF's forward computes them as part of the full layer; the lean decoder
+computes only the K and V projections for skipped tokens (6 % of a SmolLM2 layer's weights).
 
 Instead of the layer's update a skipped token gets a stand-in: by default a per-channel affine map of its residual
 (scale ⊙ x + shift, fitted by least squares on the calibration tokens the gate skips first; 2·D numbers per
-layer), which on SmolLM2 cut perplexity at half compute by about 3× against a plain skip (BENCHMARKS.md).
+layer), which on SmolLM2 cut perplexity at half compute 2.6× against a plain skip (BENCHMARKS.md).
 
 The budget is, as for every method, the fraction of dense FFN compute: a token that runs the layer costs the
-dense FFN plus the gate, one that skips it the gate alone. Skipping also saves the layer's attention (all but the
-K/V projections); `ponder bench` times that, the compute numbers do not count it.
+dense FFN plus the gate, one that skips it the gate and the stand-in (D MACs). Skipping also saves the layer's
+attention (all but the K/V projections); `ponder bench` times that, the compute numbers do not count it.
 
 Shapes: N = tokens, D = hidden, G = budgets in the grid, Q = stored score quantiles.
 """
