@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -81,3 +84,15 @@ def test_too_long_sequence_is_refused():
     decoder = LeanDecoder(tiny_model("llama"), max_len=16)
     with pytest.raises(ValueError, match="max_len=16"):
         decoder.generate(torch.zeros(1, 10, dtype=torch.long), 10)
+
+
+@pytest.mark.skipif(
+    os.environ.get("PONDER_NATIVE") == "0" or not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")),
+    reason="no C compiler (or PONDER_NATIVE=0): the PyTorch path is the design here",
+)
+def test_native_kernels_build_where_a_compiler_exists():
+    """A C source that fails to compile must fail a test, not silently send every other test down the PyTorch
+    path (the kernel tests skip themselves without the library)."""
+    from ponder.kernels import native
+
+    assert native.library() is not None
