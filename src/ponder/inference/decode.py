@@ -202,13 +202,12 @@ class RopeRunner:
         x.copy_(self.model.model.embed_tokens.weight[input_ids[0, 0]])  # [D]
         cos, sin_signed = self.cos[position], self.sin_signed[position]  # [E]
         for index, layer in enumerate(self.layers):
-            skip = layer.skip
-            if skip is not None and not skip.runs_dense():
-                keys, values = self.keys[index][0], self.values[index][0]
-                if layer.skip_kernel(x, skip.threshold_values[0], cos, sin_signed, keys, values, position):
-                    skip.count_skipped_token(x)  # the token skipped the layer: K/V written, stand-in added
-                    continue
-            layer.kernel(x, cos, sin_signed, self.keys[index][0], self.values[index][0], position, ffn_in, self._work)
+            keys, values, skip = self.keys[index][0], self.values[index][0], layer.skip
+            gated = skip is not None and not skip.runs_dense()
+            if gated and layer.skip_kernel(x, skip.threshold_values[0], cos, sin_signed, keys, values, position):
+                skip.count_skipped_token(x)  # the token skipped the layer: K/V written, stand-in added
+                continue
+            layer.kernel(x, cos, sin_signed, keys, values, position, ffn_in, self._work)
             x += layer.ffn(ffn_in.view(1, 1, -1)).view(-1)
         self.position = position + 1
         h = _rms_norm(self.model.model.norm, x)  # [D]

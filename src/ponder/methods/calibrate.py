@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass
+class GateConfig:
+    """Options of a per-layer gate that predicts, from a layer's or FFN's input, the error of each choice
+    (`nested`, `skip`): its size, its fit and the lowest budget calibrated."""
+
+    rank: int = 64
+    """Hidden width of the gate (at most d_model / 8)."""
+    steps: int = 600
+    """Adam steps per layer for the gate."""
+    lr: float = 3e-3
+    seed: int = 0
+    min_budget: float = 0.1
+    """Lowest budget calibrated (must exceed the gate's own cost, about 0.015 of the FFN for SmolLM2-135M)."""
+
+    def __post_init__(self) -> None:
+        if self.rank < 1 or self.steps < 1:
+            raise ValueError("rank and steps must be positive")
+        if not 0.0 < self.min_budget < 1.0:
+            raise ValueError(f"min_budget must be in (0, 1), got {self.min_budget}")
 
 
 def fit_regressor(

@@ -64,7 +64,7 @@ def _hooks(model: PreTrainedModel, point: str, current: list) -> list[torch.util
     return handles
 
 
-def capture_count(model: PreTrainedModel, point: str) -> int:
+def _capture_count(model: PreTrainedModel, point: str) -> int:
     """Tensors one window yields at `point`: one per layer, plus the last layer's output for the residual stream."""
     return len(decoder_layers(model)) + (point == "residual")
 
@@ -76,7 +76,7 @@ def iter_captures(
     """For each window [T] of `windows` [W, T]: the captures [T, D] at `point` (fp32), in layer order."""
     if point not in CAPTURE_POINTS:
         raise PonderError(f"capture point '{point}' is unknown: choose one of {', '.join(CAPTURE_POINTS)}")
-    current: list[torch.Tensor | None] = [None] * capture_count(model, point)
+    current: list[torch.Tensor | None] = [None] * _capture_count(model, point)
     handles = _hooks(model, point, current)
     try:
         for window in tqdm(windows, desc="capture", unit="window", disable=not progress):
