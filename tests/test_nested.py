@@ -1,6 +1,8 @@
 """Nested learners: prefixes sum to the dense FFN, the grouped batch executor equals the reference, and static
 slices (uniform or per layer) export as plain checkpoints that load with the same logits."""
 
+import json
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -10,9 +12,16 @@ from transformers import AutoModelForCausalLM
 from conftest import tiny_model
 from ponder.adaptive import adaptive_modules, convert, get_budget, load, save_adaptive, set_budget
 from ponder.cli import main
+from ponder.data import load_text
 from ponder.errors import PonderError
 from ponder.export import export_slice, greedy_widths, layer_learners, set_static_width
+from ponder.inference import LeanDecoder
+from ponder.methods import make_config
+from ponder.methods.budget_gate import BudgetGate, control_inputs, error_levels
+from ponder.methods.nested.config import NestedConfig
 from ponder.models.load import FFN_WIDTHS_KEY
+from ponder.stats import ComputeMeter
+from ponder.train import tune
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +154,156 @@ def test_export_cli(saved_model, tmp_path, capsys):
     assert main(["export", str(saved_model), "--width", "0.5", "-o", str(tmp_path / "x")]) == 2
     assert "--method nested" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# --- the router that takes the budget as an input (router=budget) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budget_routed(tokenizer):
+    config = NestedConfig(router="budget")
+    return convert(tiny_model("llama"), tokenizer, "nested", config=config, calibration_tokens=2048, progress=False)
+
+
+def calibration_ids(tokenizer, tokens: int = 2048) -> torch.Tensor:
+    ids = tokenizer(load_text("wikitext2-valid"), add_special_tokens=False).input_ids[:tokens]
+    return torch.tensor(ids).view(-1, 512)
+
+
+@pytest.fixture(scope="module")
+def calib_ids(tokenizer):
+    return calibration_ids(tokenizer, 1024)
+
+
+def test_budget_router_meets_any_budget_on_calibration_text(budget_routed, tokenizer):
+    ids = calibration_ids(tokenizer)
+
+    @settings(max_examples=10, deadline=None)
+    @given(budget=st.floats(0.2, 0.95))
+    def check(budget):
+        set_budget(budget_routed, budget)
+        with torch.no_grad(), ComputeMeter(budget_routed) as meter:
+            budget_routed(ids)
+        assert meter.report.ffn_compute == pytest.approx(budget, abs=0.02)
+
+    check()
+
+
+def test_budget_router_one_checkpoint_monotone_compute(budget_routed, tokenizer, tmp_path):
+    ids = torch.randint(2, 200, (2, 40), generator=torch.Generator().manual_seed(4))
+    computes = []
+    for budget in (0.2, 0.35, 0.5, 0.65, 0.8, 0.95):
+        set_budget(budget_routed, budget)
+        with torch.no_grad(), ComputeMeter(budget_routed) as meter:
+            budget_routed(ids)
+        computes.append(meter.report.ffn_compute)
+    assert computes == sorted(computes) and computes[0] < computes[-1] - 0.3
+    set_budget(budget_routed, 1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(budget_routed(ids).logits, tiny_model("llama")(ids).logits, rtol=0, atol=0)
+
+
+def test_budget_router_round_trip_and_decode(budget_routed, tokenizer, saved_model, tmp_path):
+    model, tok = load(str(saved_model))
+    convert(model, tok, "nested", config=NestedConfig(router="budget"), calibration_tokens=1024, budget=0.5,
+            progress=False)  # fmt: skip
+    save_adaptive(model, tmp_path / "routed", base_model=str(saved_model))
+    loaded, _ = load(str(tmp_path / "routed"))
+    assert isinstance(adaptive_modules(loaded)[0].router, BudgetGate) and get_budget(loaded) == 0.5
+    ids = torch.randint(2, 200, (1, 24), generator=torch.Generator().manual_seed(6))
+    runner = LeanDecoder(loaded).runner
+    with torch.no_grad():
+        full = loaded(ids).logits[0]
+        torch.testing.assert_close(full, model(ids).logits[0], rtol=0, atol=0)
+        runner.reset(1)
+        steps = [runner.forward(ids[:, t : t + 1])[0] for t in range(ids.shape[1])]
+    torch.testing.assert_close(torch.stack(steps), full, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_router(tokenizer):
+    with pytest.raises(PonderError, match="router must be one of"):
+        convert(tiny_model("llama"), tokenizer, "nested", config=make_config("nested", {"router": "oracle"}))
+
+
+def test_controller_inverts_the_compute_curve():
+    budgets = [0.1, 0.3, 0.5, 0.9]
+    inputs = control_inputs(lambda u: min(u, 1.0) ** 2, budgets)  # a gate that spends u² at input u
+    assert inputs == pytest.approx([b**0.5 for b in budgets], abs=1e-4)
+    flat = control_inputs(lambda u: 0.5 if u < 1 else 0.7, [0.4, 0.6, 0.8])  # unattainable targets: clamped, monotone
+    assert flat == sorted(flat)
+
+
+def test_error_levels_give_the_mean_prefix_length():
+    errors = torch.rand(500, 8, generator=torch.Generator().manual_seed(0)).sort(1, descending=True).values
+    targets = torch.tensor([1.0, 4.0, 7.5])
+    levels = error_levels(errors, targets)
+    lengths = (errors[None] > levels[:, None, None]).sum(2).float().mean(1)
+    torch.testing.assert_close(lengths, targets, atol=0.02, rtol=0)
+
+
+# --- the end-to-end phase (tune_steps) ----------------------------------------------------------------------------
+
+
+def tuned(tokenizer, steps: int, **kwargs):
+    config = NestedConfig(router="budget", tune_steps=steps)
+    return convert(tiny_model("llama", 2), tokenizer, "nested", config=config, calibration_tokens=1024,
+                   progress=False, **kwargs)  # fmt: skip
+
+
+def test_tuning_trains_only_the_gates_and_keeps_budgets(tokenizer):
+    before, after = tuned(tokenizer, 0), tuned(tokenizer, 12)
+    changed = set()
+    for name, tensor in after.state_dict().items():
+        if not torch.equal(tensor, before.state_dict()[name]):
+            changed.add(name.split(".mlp.")[-1].split(".")[0])
+    assert changed == {"router", "thresholds"}  # the gates and the controller's inputs; no model weight
+    ids = torch.randint(2, 200, (2, 30), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        torch.testing.assert_close(after(ids).logits, tiny_model("llama", 2)(ids).logits, rtol=0, atol=0)
+        for budget in (0.3, 0.6):
+            set_budget(after, budget)
+            with ComputeMeter(after) as meter:
+                after(calibration_ids(tokenizer, 1024))
+            assert meter.report.ffn_compute == pytest.approx(budget, abs=0.02)
+
+
+def test_tuning_resumes_after_kill(tokenizer, tmp_path, monkeypatch):
+    uninterrupted = tuned(tokenizer, 14)
+    calls = []
+    original = tune._kl
+
+    def dies_at_step_12(teacher, student):
+        calls.append(1)
+        if len(calls) == 13:
+            raise KeyboardInterrupt  # killed during step 12, after the checkpoint of step 10
+        return original(teacher, student)
+
+    monkeypatch.setattr(tune, "_kl", dies_at_step_12)
+    with pytest.raises(KeyboardInterrupt):
+        tuned(tokenizer, 14, work_dir=tmp_path / "work")
+    monkeypatch.setattr(tune, "_kl", original)
+    resumed = tuned(tokenizer, 14, work_dir=tmp_path / "work", resume=True)
+    for name, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+def test_tuning_needs_the_budget_router():
+    with pytest.raises(ValueError, match="router=budget"):
+        NestedConfig(router="error", tune_steps=10)
+
+
+def test_error_router_and_models_saved_before_the_option(saved_model, tokenizer, tmp_path, calib_ids):
+    model, tok = load(str(saved_model))
+    convert(model, tok, "nested", config=NestedConfig(router="error"), calibration_tokens=1024, progress=False)
+    set_budget(model, 0.5)
+    with torch.no_grad(), ComputeMeter(model) as meter:
+        model(calib_ids)
+    assert meter.report.ffn_compute == pytest.approx(0.5, abs=0.02)
+    save_adaptive(model, tmp_path / "old", base_model=str(saved_model))
+    config_file = tmp_path / "old" / "ponder_config.json"
+    config = json.loads(config_file.read_text())
+    del config["config"]["router"]  # as written before the option existed
+    config_file.write_text(json.dumps(config))
+    loaded, _ = load(str(tmp_path / "old"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(calib_ids).logits, model(calib_ids).logits, rtol=0, atol=0)

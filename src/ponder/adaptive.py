@@ -91,6 +91,7 @@ def convert(
         raise PonderError(f"allocation '{allocation}' is unknown: choose one of {', '.join(ALLOCATIONS)}")
     spec = get_method(method)
     joint = getattr(spec.layer_class, "calibrate_jointly", None)
+    refine = getattr(spec.layer_class, "refine_jointly", None)
     if allocation == "greedy" and joint is not None:
         raise PonderError(f"{method} shares one threshold across layers already: drop --allocation greedy")
     if config is None:
@@ -125,6 +126,9 @@ def convert(
                     module.load_state_dict(load_file(str(checkpoints[index])), strict=False)
             if joint is not None:
                 joint(modules, model, windows, progress=progress)
+            if refine is not None:  # every rank runs it (same seeds, same results): not parallelized
+                pool = calibration_windows(tokenizer, text, tokens=len(text))  # all the calibration text
+                refine(modules, model, windows, pool, work=work / "tune", progress=progress)
     if allocation == "greedy":
         batches = windows.reshape(-1)[:ALLOCATION_TOKENS]
         batches = batches[: len(batches) // 512 * 512].view(-1, 512)
@@ -277,7 +281,8 @@ def load_adaptive(
         raise PonderError(f"{directory / STATE_FILE} is missing or corrupt ({e}): reconvert the model") from None
     model, tokenizer = models.load(base, dtype=dtype, threads=threads)
     spec = get_method(method)
-    modules = replace_ffns(model, method, spec.config_class(**options))
+    saved_before = getattr(spec.config_class, "SAVED_BEFORE", {})  # options older models were converted without
+    modules = replace_ffns(model, method, spec.config_class(**(saved_before | options)))
     for index, module in enumerate(modules):
         prefix = f"layers.{index}."
         own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

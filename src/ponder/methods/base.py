@@ -57,21 +57,26 @@ def check_budget(budget: float) -> float:
 
 def scorer(view: FFNView, rank: int, outputs: int, *, name: str, min_budget: float) -> nn.Sequential:
     """A frozen Linear-SiLU-Linear network from the FFN input to `outputs` scores (predictors, routers). Its hidden
-    width is at most d_model / 8 so small models get a proportionally small one; it must cost less than the lowest
-    budget, since every token pays for it."""
+    width is at most d_model / 8 so small models get a proportionally small one."""
     rank = max(1, min(rank, view.d_model // 8))
     net = nn.Sequential(nn.Linear(view.d_model, rank), nn.SiLU(), nn.Linear(rank, outputs)).to(view.up.dtype)
-    cost = (view.d_model * rank + rank * outputs) / view.macs_per_token()
+    return check_gate_cost(net.requires_grad_(False), view, name=name, min_budget=min_budget)
+
+
+def check_gate_cost(net: nn.Module, view: FFNView, *, name: str, min_budget: float) -> nn.Module:
+    """`net`, if it costs less than the lowest budget (every token pays for it); else a clear error."""
+    cost = scorer_macs(net) / view.macs_per_token()
     if cost >= min_budget:
         raise PonderError(
             f"the {name} costs {cost:.2f} of the FFN, more than min_budget {min_budget}: "
             "lower the rank or raise min_budget"
         )
-    return net.requires_grad_(False)
+    return net
 
 
-def scorer_macs(net: nn.Sequential) -> int:
-    return sum(layer.weight.numel() for layer in net if isinstance(layer, nn.Linear))
+def scorer_macs(net: nn.Module) -> int:
+    """MACs per token of a small network of Linear layers."""
+    return sum(layer.weight.numel() for layer in net.modules() if isinstance(layer, nn.Linear))
 
 
 class SparseFFN(nn.Module):

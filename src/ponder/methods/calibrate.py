@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,19 +29,31 @@ class GateConfig:
             raise ValueError(f"min_budget must be in (0, 1), got {self.min_budget}")
 
 
-def fit_regressor(
-    net: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, steps: int, lr: float, seed: int
+def train_small(
+    net: torch.nn.Module, batch_loss: Callable[[torch.Generator], torch.Tensor], *, steps: int, lr: float, seed: int
 ) -> None:
-    """Train a small per-layer network (predictor, router) to regress `targets` [N, K] from `inputs` [N, D] with
-    Adam on random batches of 512; seeded, so a rerun gives the same weights. The net is frozen afterwards."""
+    """Adam on a small per-layer network for `steps` steps of `batch_loss(generator)` (which draws its own batch);
+    seeded, so a rerun gives the same weights. The net is frozen afterwards."""
     generator = torch.Generator().manual_seed(seed)
     net.requires_grad_(True)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
-            batch = torch.randint(0, inputs.shape[0], (512,), generator=generator)
-            loss = torch.nn.functional.mse_loss(net(inputs[batch]), targets[batch])
+            loss = batch_loss(generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     net.requires_grad_(False)
+
+
+def fit_regressor(
+    net: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, steps: int, lr: float, seed: int
+) -> None:
+    """Train a small per-layer network (predictor, router) to regress `targets` [N, K] from `inputs` [N, D] on
+    random batches of 512."""
+
+    def batch_loss(generator: torch.Generator) -> torch.Tensor:
+        batch = torch.randint(0, inputs.shape[0], (512,), generator=generator)
+        return torch.nn.functional.mse_loss(net(inputs[batch]), targets[batch])
+
+    train_small(net, batch_loss, steps=steps, lr=lr, seed=seed)

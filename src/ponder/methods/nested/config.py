@@ -1,22 +1,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ponder.methods.calibrate import GateConfig
+
+ROUTERS = ("error", "budget")
 
 
 @dataclass
 class NestedConfig(GateConfig):
     """The FFN's neurons sorted by calibrated importance and cut into `learners` equal blocks; the output with k
     learners is the sum of the first k blocks (k = 0 skips the FFN, k = learners is the dense FFN). A per-layer
-    gate predicts, from the FFN input, the output error of every k; a token runs the smallest k whose predicted
-    error is below the layer's threshold, which `set_budget` sets from a calibrated grid."""
+    gate chooses k per token from the FFN input and the budget (`router`)."""
+
+    SAVED_BEFORE: ClassVar[dict] = {"router": "error"}  # what models saved before the option existed used
 
     learners: int = 16
     """Blocks per FFN (96 neurons each for SmolLM2-135M). Any k reads one contiguous prefix of the weights, so
     finer blocks cost no speed; they give the gate finer steps."""
+    router: str = "budget"
+    """"budget": the gate takes the budget as an input and outputs which learners a token needs at that budget
+    (`ponder.methods.budget_gate`); a controller calibrated in closed loop makes its mean compute meet the budget.
+    "error": the gate predicts every prefix's output error and the budget sets a threshold on it (models converted
+    before session 7; on SmolLM2 far worse below b = 0.9, BENCHMARKS.md)."""
+    tune_steps: int = 0
+    """Steps of the end-to-end phase after calibration (router=budget only; `ponder.train.tune`): the gates are
+    trained against the dense model's output (KL) plus a budget loss, 1,024 calibration tokens a step."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.learners < 2:
             raise ValueError("learners must be at least 2")
+        if self.router not in ROUTERS:
+            raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got '{self.router}'")
+        if self.tune_steps < 0 or (self.tune_steps and self.router != "budget"):
+            raise ValueError("tune_steps must be 0, or positive with router=budget (the gate it trains)")

@@ -9,12 +9,27 @@ Shapes: N = tokens, D = hidden, F = neurons, L = learners, S = F / L neurons per
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
 import torch
+from torch import nn
+from tqdm.auto import tqdm
 
 from ponder.errors import PonderError
-from ponder.methods.base import SparseFFN, budget_grid, scorer, scorer_macs
+from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, check_gate_cost, scorer, scorer_macs
+from ponder.methods.budget_gate import BudgetGate, control_inputs, error_levels, fit_budget_gate
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.nested.config import NestedConfig
+from ponder.train.tune import capture_module_inputs, tune_gates
+
+FEEDBACK_TOKENS = 2048  # calibration tokens the closed-loop controller runs on
+FEEDBACK_ROUNDS = 2
+
+
+def _mean_of(functions: list[Callable[[float], float]], u: float) -> float:
+    return sum(f(u) for f in functions) / len(functions)
 
 
 class NestedFFN(SparseFFN):
@@ -27,8 +42,12 @@ class NestedFFN(SparseFFN):
         self.config = config
         self.learners = config.learners
         self.block = view.d_ff // config.learners
-        # The router predicts log ‖y − y_k‖ for k = 0..L−1 (y_k: output of the first k learners).
-        self.router = scorer(view, config.rank, self.learners, name="router", min_budget=config.min_budget)
+        if config.router == "budget":  # which learners a token needs, given the budget (one logit per learner)
+            rank = max(1, min(config.rank, view.d_model // 8))
+            gate = BudgetGate(view.d_model, rank, self.learners, view.up.dtype)
+            self.router = check_gate_cost(gate, view, name="router", min_budget=config.min_budget)
+        else:  # log ‖y − y_k‖ for k = 0..L−1 (y_k: output of the first k learners); thresholds hold error levels
+            self.router = scorer(view, config.rank, self.learners, name="router", min_budget=config.min_budget)
         self.use_neuron_order()  # most important first
         self.static_learners: int | None = None
         """When set, every token runs this many learners and the router is not run (a MatFormer-style static
@@ -36,6 +55,10 @@ class NestedFFN(SparseFFN):
         self.forced_learners: torch.Tensor | None = None
         """When set ([N], one entry per token of the next forward), each token runs that many learners and the
         router is not run: how `ponder.eval.oracle` tries routes."""
+        self.tuning: float | None = None
+        """The budget input while the end-to-end phase trains the router (`ponder.train.tune`): forward runs the
+        router's hard choices and passes gradients through their relaxation."""
+        self.tuned_compute: list[torch.Tensor] = []  # per token, fraction of the FFN run, of each tuning forward
 
     def router_macs(self) -> int:
         return scorer_macs(self.router)
@@ -58,33 +81,98 @@ class NestedFFN(SparseFFN):
         energy = h.square().mean(0) * self.down.square().sum(0)  # mean squared contribution of each neuron
         self.order.copy_(energy.argsort(descending=True))
         self.arrange()
-        targets = torch.cat([self.prefix_errors(chunk) for chunk in inputs.split(1024)]).clamp_min(1e-6).log()
-        fit_regressor(self.router, inputs, targets, steps=config.steps, lr=config.lr, seed=config.seed)
-        predicted = self.router(inputs).cummin(dim=1).values  # [N, L], non-increasing in k
-        for index, budget in enumerate(self.budget_grid.tolist()):
-            self.thresholds[index] = self._threshold_for(predicted, budget)
+        errors = torch.cat([self.prefix_errors(chunk) for chunk in inputs.split(1024)]).clamp_min(1e-6).log()
+        router_cost = self.router_macs() / self.dense_macs()
+        lengths = (self.budget_grid - router_cost) * self.learners  # [G], mean learners each budget affords
+        fit = {"steps": config.steps, "lr": config.lr, "seed": config.seed}
+        if config.router == "budget":
+            fit_budget_gate(self.router, inputs, errors.cummin(dim=1).values, self.budget_grid, lengths, **fit)
+            self.calibrate_controller(inputs)
+        else:
+            fit_regressor(self.router, inputs, errors, **fit)
+            predicted = self.router(inputs).cummin(dim=1).values  # [N, L], non-increasing in k
+            self.thresholds.copy_(error_levels(predicted, lengths))
 
-    def _threshold_for(self, predicted: torch.Tensor, budget: float) -> float:
-        """The predicted-error threshold at which the mean learners run, plus the router, cost `budget`."""
-        target = (budget - self.router_macs() / self.dense_macs()) * self.learners  # mean k
-        low, high = float(predicted.min()) - 1.0, float(predicted.max()) + 1.0  # k = L at low, 0 at high
-        for _ in range(50):
-            middle = (low + high) / 2
-            if (predicted > middle).sum(1).float().mean() > target:
-                low = middle
-            else:
-                high = middle
-        return high
+    def compute_at(self, inputs: torch.Tensor, u: float) -> float:
+        """Mean fraction of the FFN the budget-taking router spends on FFN inputs [N, D] at budget input u."""
+        return (self.router_macs() / self.dense_macs()) + float(self.router.needed(inputs, u).float().mean()) / (
+            self.learners
+        )
+
+    def calibrate_controller(self, inputs: torch.Tensor) -> None:
+        """Budget inputs of the budget-taking router that meet each budget of the grid on FFN inputs [N, D]."""
+        inputs_for = control_inputs(lambda u: self.compute_at(inputs, u), self.budget_grid.tolist())
+        self.thresholds.copy_(torch.tensor(inputs_for))
+
+    @staticmethod
+    def refine_jointly(
+        modules: list[NestedFFN], model: nn.Module, windows: torch.Tensor, pool: torch.Tensor, *, work: Path,
+        progress: bool = False,
+    ) -> None:  # fmt: skip
+        """After every layer is calibrated (router=budget only): the end-to-end phase on windows drawn from `pool`
+        if config.tune_steps, then the controller in closed loop on the calibration `windows`; tuned gates share
+        one budget input (the allocation across layers the phase learned is kept), untuned ones keep one each."""
+        config = modules[0].config
+        if config.router != "budget":
+            return
+        if config.tune_steps:
+            budgets = [b for b in modules[0].budget_grid.tolist() if b < 1.0]
+            tune_gates(model, modules, pool, budgets, steps=config.tune_steps, seed=config.seed, work=work,
+                       progress=progress)  # fmt: skip
+        NestedFFN.control_in_closed_loop(modules, model, windows, shared=bool(config.tune_steps), progress=progress)
+
+    @staticmethod
+    @torch.no_grad()
+    def control_in_closed_loop(
+        modules: list[NestedFFN], model: nn.Module, windows: torch.Tensor, *, shared: bool, progress: bool = False
+    ) -> None:
+        """Set the budget inputs of every grid budget where the adaptive model itself meets it on `windows`.
+
+        Each layer's controller was first set on the dense model's FFN inputs, but running fewer learners shifts
+        later layers' inputs (on SmolLM2 that made b = 0.25 spend 0.36 of the FFN). Per budget: run the adaptive
+        model, capture what each layer actually receives, set the inputs again on that; twice. `shared`: one input
+        for all layers, at which their mean compute meets the budget; else one per layer, each meeting it."""
+        batch = windows.reshape(-1)[:FEEDBACK_TOKENS].view(-1, windows.shape[-1])
+        grid = modules[0].budget_grid.tolist()
+        for index, budget in enumerate(tqdm(grid[:-1], desc="nested controller", disable=not progress)):
+            for _ in range(FEEDBACK_ROUNDS):
+                for module in modules:
+                    module.budget, module.threshold = budget, module.thresholds[index]
+                inputs = capture_module_inputs(model, modules, batch)
+                spent = [partial(m.compute_at, x) for m, x in zip(modules, inputs, strict=True)]
+                if shared:
+                    updates = control_inputs(partial(_mean_of, spent), [budget]) * len(modules)
+                else:
+                    updates = [control_inputs(f, [budget])[0] for f in spent]
+                for module, value in zip(modules, updates, strict=True):
+                    module.thresholds[index] = value
+        for module in modules:  # a lower budget never gets a larger input
+            module.thresholds.copy_(module.thresholds.cummax(0).values)
+            module.set_budget(FULL_BUDGET)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.tuning is None:
+            return super().forward(hidden_states)
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])  # [N, D]
+        logits = self.router(x, self.tuning)  # [N, L]
+        hard = (logits.cummin(dim=1).values > 0).to(x.dtype)  # learner j runs: every logit up to j is positive
+        soft = torch.sigmoid(logits).cumprod(dim=1)
+        mask = hard + soft - soft.detach()  # the hard choices forward, their relaxation's gradient backward
+        self.tuned_compute.append(mask.mean(1))
+        h = self.neurons(x, slice(None)).view(x.shape[0], self.learners, self.block) * mask[..., None]
+        return self.finish(h.flatten(1) @ self.down_t).view(hidden_states.shape)
 
     # --- policy and executors ---------------------------------------------------------------------------------
     def learners_for(self, x: torch.Tensor) -> torch.Tensor:
-        """Learners each token runs: [N] (the smallest k whose predicted error is below the threshold)."""
+        """Learners each token runs: [N] (forced, static, or what the router chooses at the current budget)."""
         if self.forced_learners is not None:
             if self.forced_learners.shape != (x.shape[0],):
                 raise PonderError(f"forced learners for {self.forced_learners.shape[0]} tokens, got {x.shape[0]}")
             return self.forced_learners
         if self.static_learners is not None:
             return torch.full((x.shape[0],), self.static_learners)
+        if self.config.router == "budget":
+            return self.router.needed(x, self.threshold)  # the threshold holds the budget input
         predicted = self.router(x).cummin(dim=1).values  # [N, L]
         return (predicted > self.threshold).sum(1)
 
