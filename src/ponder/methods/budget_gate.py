@@ -6,7 +6,8 @@ logit for "this token needs learner j at this budget". It is trained on pseudo-l
 shortest prefix whose *true* output error is below the layer's error level for budget b, ACM's smallest sufficient
 k), at budgets drawn across the calibrated grid. A network is only approximately calibrated, so a controller then
 maps each target budget of the grid to the input u at which the gate's mean compute on calibration tokens meets it
-(stored where other methods store thresholds; `set_budget` interpolates it).
+(stored where other methods store thresholds; `set_budget` interpolates it), on the dense model's FFN inputs here
+and then on the adaptive model's own (`NestedFFN.control_in_closed_loop`).
 
 Shapes: N = tokens, D = hidden, L = choices (learners), R = hidden width of the gate, G = budgets in the grid.
 """

@@ -27,6 +27,9 @@ class NestedConfig(GateConfig):
     tune_steps: int = 0
     """Steps of the end-to-end phase after calibration (router=budget only; `ponder.train.tune`): the gates are
     trained against the dense model's output (KL) plus a budget loss, 1,024 calibration tokens a step."""
+    tune_min_budget: float = 0.3
+    """Lowest budget the end-to-end phase draws. Lower budgets break the model (KL of 6-12 nats a token on SmolLM2
+    at b ≤ 0.2) and their gradients then dominate a gate shared by all budgets (BENCHMARKS.md, session 7)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -36,3 +39,5 @@ class NestedConfig(GateConfig):
             raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got '{self.router}'")
         if self.tune_steps < 0 or (self.tune_steps and self.router != "budget"):
             raise ValueError("tune_steps must be 0, or positive with router=budget (the gate it trains)")
+        if not self.min_budget <= self.tune_min_budget < 1.0:
+            raise ValueError(f"tune_min_budget must be in [min_budget, 1), got {self.tune_min_budget}")

@@ -18,7 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ponder.errors import PonderError
-from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, check_gate_cost, scorer, scorer_macs
+from ponder.kernels import native
+from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, check_gate_cost, native_token, scorer, scorer_macs
 from ponder.methods.budget_gate import BudgetGate, control_inputs, error_levels, fit_budget_gate
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.nested.config import NestedConfig
@@ -49,6 +50,7 @@ class NestedFFN(SparseFFN):
         else:  # log ‖y − y_k‖ for k = 0..L−1 (y_k: output of the first k learners); thresholds hold error levels
             self.router = scorer(view, config.rank, self.learners, name="router", min_budget=config.min_budget)
         self.use_neuron_order()  # most important first
+        self.register_buffer("prefix_rows", torch.arange(view.d_ff), persistent=False)  # row indices for C
         self.static_learners: int | None = None
         """When set, every token runs this many learners and the router is not run (a MatFormer-style static
         width; `ponder.export` writes it as a plain dense checkpoint)."""
@@ -116,7 +118,7 @@ class NestedFFN(SparseFFN):
         if config.router != "budget":
             return
         if config.tune_steps:
-            budgets = [b for b in modules[0].budget_grid.tolist() if b < 1.0]
+            budgets = [b for b in modules[0].budget_grid.tolist() if config.tune_min_budget - 1e-6 <= b < 1.0]
             tune_gates(model, modules, pool, budgets, steps=config.tune_steps, seed=config.seed, work=work,
                        progress=progress)  # fmt: skip
         NestedFFN.control_in_closed_loop(modules, model, windows, shared=bool(config.tune_steps), progress=progress)
@@ -129,7 +131,7 @@ class NestedFFN(SparseFFN):
         """Set the budget inputs of every grid budget where the adaptive model itself meets it on `windows`.
 
         Each layer's controller was first set on the dense model's FFN inputs, but running fewer learners shifts
-        later layers' inputs (on SmolLM2 that made b = 0.25 spend 0.36 of the FFN). Per budget: run the adaptive
+        later layers' inputs (on SmolLM2 low budgets then overspent). Per budget: run the adaptive
         model, capture what each layer actually receives, set the inputs again on that; twice. `shared`: one input
         for all layers, at which their mean compute meets the budget; else one per layer, each meeting it."""
         batch = windows.reshape(-1)[:FEEDBACK_TOKENS].view(-1, windows.shape[-1])
@@ -199,8 +201,12 @@ class NestedFFN(SparseFFN):
         k = self.learners_for(x)
         self._count_learners(k)
         if x.shape[0] == 1:
-            rows = slice(0, int(k[0]) * self.block)
-            return self.finish(self.neurons(x, rows) @ self.down_t[rows])
+            rows = int(k[0]) * self.block
+            if rows and native_token(x) and self.activation in native.ACTIVATIONS:  # the prefix's rows, in C
+                out = native.glu_rows(x[0], self.gate_p, self.up_p, self.down_t, self.prefix_rows[:rows],
+                                      self.activation, self.gate_bias_p, self.up_bias_p)  # fmt: skip
+                return self.finish(out[None])
+            return self.finish(self.neurons(x, slice(0, rows)) @ self.down_t[:rows])
         k, order = k.sort(descending=True)
         x_sorted = x[order]
         out = torch.zeros_like(x)
