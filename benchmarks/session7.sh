@@ -17,3 +17,5 @@ python benchmarks/tune_variants.py "$runs/sweep-s7/models/nested:router=budget" 
     | grep -v "^tune gates" | tee "$out/tune-variants-s7.txt"
 ponder bench "$runs/sweep-s7/models/nested:router=budget" --budgets 0.75,0.5 --repeats 5 \
     --json "$out/bench-nested-budget-s7.json"
+ponder oracle "$runs/sweep-s7/models/nested:router=budget" --budget 0.5 --tokens 512 \
+    --json "$out/oracle-nested-budget-0.5-s7.json" | tee "$out/oracle-nested-budget-0.5-s7.txt"
