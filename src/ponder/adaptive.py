@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ponder import models
 from ponder.data import CALIB_DEFAULT, load_text
 from ponder.errors import PonderError
-from ponder.io import write_json_atomic
+from ponder.io import save_tensors_atomic, write_json_atomic
 from ponder.methods import get_method
 from ponder.methods.allocate import allocate_greedy
 from ponder.methods.base import SparseFFN, check_budget
@@ -118,7 +119,7 @@ def convert(
                 if not checkpoints[index].exists() and ranks.owns(index):
                     with _seeded(index):
                         module.calibrate(*_calibration_inputs(store, index))
-                    _save_atomic(_own_state(module), checkpoints[index])
+                    save_tensors_atomic(_own_state(module), checkpoints[index])
                     calibrated_here.add(index)
             ranks.barrier()  # every layer calibrated by its rank
             for index, module in enumerate(modules):
@@ -127,7 +128,7 @@ def convert(
             if joint is not None:
                 joint(modules, model, windows, progress=progress)
             if refine is not None:  # every rank runs it (same seeds, same results): not parallelized
-                pool = calibration_windows(tokenizer, text, tokens=len(text))  # all the calibration text
+                pool = partial(calibration_windows, tokenizer, text, tokens=len(text))  # all of it, if asked for
                 refine(modules, model, windows, pool, work=work / "tune", progress=progress)
     if allocation == "greedy":
         batches = windows.reshape(-1)[:ALLOCATION_TOKENS]
@@ -180,13 +181,6 @@ def _start_job(work: Path, job: dict, resume: bool, ranks: World) -> None:
     ranks.barrier()
     if ranks.main and not path.exists():
         write_json_atomic(path, job)
-
-
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
 
 
 def set_budget(model: PreTrainedModel, budget: float) -> None:

@@ -8,6 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import save_file
+
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write `obj` as JSON so that `path` holds either the old content or the whole new one."""
@@ -26,3 +29,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write `tensors` as safetensors so that `path` holds either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)

@@ -10,8 +10,8 @@ import torch
 
 @dataclass
 class GateConfig:
-    """Options of a per-layer gate that predicts, from a layer's or FFN's input, the error of each choice
-    (`nested`, `skip`): its size, its fit and the lowest budget calibrated."""
+    """Options of a small per-layer network that scores choices from a layer's or FFN's input (`nested`, `skip`,
+    `predictor`): its size, its fit and the lowest budget calibrated."""
 
     rank: int = 64
     """Hidden width of the gate (at most d_model / 8)."""

@@ -14,13 +14,14 @@ data and budget come from a generator seeded by the step index, so a resumed run
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
+
+from ponder.io import save_tensors_atomic
 
 STATE_FILE = "tune.safetensors"
 TUNE_LR = 1e-3
@@ -40,9 +41,7 @@ def _save_state(path: Path, step: int, gates: nn.ModuleList, optimizer: torch.op
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"adam.{index}.{key}"] = torch.as_tensor(value)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    save_tensors_atomic(tensors, path)
 
 
 def _load_state(path: Path, gates: nn.ModuleList, optimizer: torch.optim.Optimizer) -> int:

@@ -97,29 +97,29 @@ class NestedFFN(SparseFFN):
 
     def compute_at(self, inputs: torch.Tensor, u: float) -> float:
         """Mean fraction of the FFN the budget-taking router spends on FFN inputs [N, D] at budget input u."""
-        return (self.router_macs() / self.dense_macs()) + float(self.router.needed(inputs, u).float().mean()) / (
-            self.learners
-        )
+        learners = float(self.router.needed(inputs, u).float().mean())
+        return self.router_macs() / self.dense_macs() + learners / self.learners
 
     def calibrate_controller(self, inputs: torch.Tensor) -> None:
         """Budget inputs of the budget-taking router that meet each budget of the grid on FFN inputs [N, D]."""
-        inputs_for = control_inputs(lambda u: self.compute_at(inputs, u), self.budget_grid.tolist())
+        inputs_for = control_inputs(partial(self.compute_at, inputs), self.budget_grid.tolist())
         self.thresholds.copy_(torch.tensor(inputs_for))
 
     @staticmethod
     def refine_jointly(
-        modules: list[NestedFFN], model: nn.Module, windows: torch.Tensor, pool: torch.Tensor, *, work: Path,
-        progress: bool = False,
+        modules: list[NestedFFN], model: nn.Module, windows: torch.Tensor, pool: Callable[[], torch.Tensor], *,
+        work: Path, progress: bool = False,
     ) -> None:  # fmt: skip
-        """After every layer is calibrated (router=budget only): the end-to-end phase on windows drawn from `pool`
-        if config.tune_steps, then the controller in closed loop on the calibration `windows`; tuned gates share
-        one budget input (the allocation across layers the phase learned is kept), untuned ones keep one each."""
+        """After every layer is calibrated (router=budget only): if config.tune_steps, the end-to-end phase on
+        windows drawn from `pool()` (all the calibration text, tokenized only then); then the controller in closed
+        loop on the calibration `windows`. Tuned gates share one budget input (the allocation across layers the
+        phase learned is kept), untuned ones keep one each."""
         config = modules[0].config
         if config.router != "budget":
             return
         if config.tune_steps:
             budgets = [b for b in modules[0].budget_grid.tolist() if config.tune_min_budget - 1e-6 <= b < 1.0]
-            tune_gates(model, modules, pool, budgets, steps=config.tune_steps, seed=config.seed, work=work,
+            tune_gates(model, modules, pool(), budgets, steps=config.tune_steps, seed=config.seed, work=work,
                        progress=progress)  # fmt: skip
         NestedFFN.control_in_closed_loop(modules, model, windows, shared=bool(config.tune_steps), progress=progress)
 
