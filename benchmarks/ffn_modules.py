@@ -2,6 +2,8 @@
 
 Same process, interleaved rounds, median. Inputs are the real FFN inputs of one token (captured from the dense
 model on calibration text), so active sets are realistic; weights are the real ones, caches cold per layer.
+Each module runs the way the lean decoder runs it: through its bound one-token path (`token_forward`) where it
+has one, else through the module; budget 1 is the dense kernel on the same path.
 
     python benchmarks/ffn_modules.py DIR [DIR ...] [--budgets 0.5,0.25] [--repeats 30]
 """
@@ -23,7 +25,8 @@ def bench_dir(directory: str, budgets: list[float], repeats: int, n_tokens: int)
     model, tokenizer = load(directory)
     modules = adaptive_modules(model)
     inputs = capture_ffn_inputs(model, tokenizer, load_text(CALIB_DEFAULT), tokens=512, progress=False)
-    tokens = [[layer[64 + t : 65 + t].clone() for layer in inputs] for t in range(n_tokens)]  # past any prompt
+    tokens = [[layer[64 + t].clone() for layer in inputs] for t in range(n_tokens)]  # [D] each, past any prompt
+    paths = [module.token_forward() or (lambda x, module=module: module(x[None])[0]) for module in modules]
 
     def run(budget: float) -> float:
         set_budget(model, budget)
@@ -33,8 +36,8 @@ def bench_dir(directory: str, budgets: list[float], repeats: int, n_tokens: int)
                 module.pop_compute()
         start = time.perf_counter()
         for token in tokens:
-            for module, x in zip(modules, token, strict=True):
-                module(x)
+            for path, x in zip(paths, token, strict=True):
+                path(x)
         return (time.perf_counter() - start) / len(tokens)
 
     configs = [1.0, *(b for b in budgets if b >= modules[0].min_budget - 1e-6)]

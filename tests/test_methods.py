@@ -86,22 +86,30 @@ def test_lower_budget_never_counts_more(method, tokenizer):
 
 @pytest.mark.parametrize("method", [m for m in METHOD_NAMES if m != "core"])  # core keeps per-sequence state
 def test_decode_executor_equals_reference(method, tokenizer):
+    """The fast path and the decoder's bound one-token path (where a method has one) equal the reference."""
     model = converted("llama", method, tokenizer)
     modules = adaptive_modules(model)
+    paths = [module.token_forward() for module in modules]
 
     @settings(max_examples=15, deadline=None)
-    @given(seed=st.integers(0, 10_000), budget=st.floats(0.45, 0.99))
+    @given(seed=st.integers(0, 10_000), budget=st.floats(0.45, 0.99) | st.just(1.0))
     def check(seed, budget):
         set_budget(model, budget)
         x = torch.randn(1, 32, generator=torch.Generator().manual_seed(seed))
-        for module in modules:
+        for module, path in zip(modules, paths, strict=True):
             module.pop_compute()
             with torch.no_grad():
-                fast = module.fast_forward(x)
-                fast_macs = module.pop_compute()[1]
-                reference = module.reference_forward(x)
-            torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
-            assert fast_macs == module.pop_compute()[1]  # both executors count the same work
+                reference = module.reference_forward(x) if budget < 1 else module.dense_forward(x)
+                reference_macs = module.pop_compute()[1]
+                outputs = []
+                if budget < 1:  # budget 1 runs dense, not the fast path
+                    outputs.append(module.fast_forward(x))
+                    assert module.pop_compute()[1] == reference_macs  # every executor counts the same work
+                if path is not None:
+                    outputs.append(path(x[0].clone())[None].clone())
+                    assert module.pop_compute()[1] == reference_macs
+                for out in outputs:
+                    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
 
     check()
 

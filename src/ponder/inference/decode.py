@@ -82,6 +82,13 @@ class NativeDenseFFN:
             out += view.down_bias
         return out.view(hidden_states.shape)
 
+    def token_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The lean decoder's one-token path (see SparseFFN.token_forward): the same kernel, arguments bound once."""
+        view = self.view
+        kernel = native.DenseKernel(view.gate, view.up, view.down, view.gate_bias, view.up_bias, self.activation)
+        bias = view.down_bias
+        return kernel if bias is None else lambda x: kernel(x).add_(bias)
+
 
 class _Layer:
     """One Llama-style decoder layer's tensors, with Q, K and V fused into one [(H+2K)·E, D] weight."""
@@ -105,6 +112,8 @@ class _Layer:
         self.q_weight = self.qkv_weight[:kv_rows]  # [H·E, D]: the queries, for the tokens that run the layer
         self.q_bias = None if self.qkv_bias is None else self.qkv_bias[:kv_rows]
         self.kernel: native.AttentionKernel | None = None  # set by RopeRunner where the C step applies
+        self.ffn_token: Callable[[torch.Tensor], torch.Tensor] | None = None  # likewise, where the FFN has one
+        self.ffn_module = self.ffn.view.module if isinstance(self.ffn, NativeDenseFFN) else self.ffn  # hooks live here
         self.skip_kernel: native.LayerSkipKernel | None = None
 
 
@@ -143,6 +152,8 @@ class RopeRunner:
                     qkv_bias=layer.qkv_bias, q_norm=layer.q_norm, k_norm=layer.k_norm, o_proj=layer.o_proj,
                     heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim, scaling=layer.scaling,
                 )  # fmt: skip
+                token_forward = getattr(layer.ffn, "token_forward", None)
+                layer.ffn_token = token_forward() if token_forward is not None else None
                 if layer.skip is not None:
                     layer.skip_kernel = native.LayerSkipKernel(
                         gate=layer.skip.layer_gate, input_norm=layer.input_norm, kv_weight=layer.kv_weight,
@@ -208,7 +219,11 @@ class RopeRunner:
                 skip.count_skipped_token(x)  # the token skipped the layer: K/V written, stand-in added
                 continue
             layer.kernel(x, cos, sin_signed, keys, values, position, ffn_in, self._work)
-            x += layer.ffn(ffn_in.view(1, 1, -1)).view(-1)
+            hooked = layer.ffn_module._forward_hooks or layer.ffn_module._forward_pre_hooks  # meters watch the module
+            if layer.ffn_token is not None and not hooked:
+                x += layer.ffn_token(ffn_in)
+            else:
+                x += layer.ffn(ffn_in.view(1, 1, -1)).view(-1)
         self.position = position + 1
         h = _rms_norm(self.model.model.norm, x)  # [D]
         head = self.model.lm_head

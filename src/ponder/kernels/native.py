@@ -82,7 +82,7 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 def _check(*tensors: torch.Tensor | None) -> None:
     for t in tensors:
-        assert t is None or (t.is_contiguous() and t.device.type == "cpu"), "kernels take contiguous CPU tensors"
+        assert t is None or (t.is_contiguous() and t.is_cpu), "kernels take contiguous CPU tensors"
 
 
 _WORKSPACE: dict[tuple[str, torch.dtype], torch.Tensor] = {}
@@ -149,6 +149,25 @@ def glu_dense(
     return out
 
 
+TEAL_BLOCK = 16  # neurons per block of teal_ffn's input-major layout (sparse_ffn.c)
+
+
+def teal_layout(gate: torch.Tensor | None, up: torch.Tensor) -> torch.Tensor:
+    """gate/up [F, D] as the input-major [D, P·Fp] layout `teal_ffn` reads: per row, blocks of TEAL_BLOCK gate then
+    TEAL_BLOCK up weights of the same neurons, F zero-padded to Fp, a multiple of TEAL_BLOCK."""
+    F, D = up.shape
+    padded = -(-F // TEAL_BLOCK) * TEAL_BLOCK
+    parts = [w for w in (gate, up) if w is not None]
+    blocks = [torch.nn.functional.pad(w.t(), (0, padded - F)).reshape(D, -1, TEAL_BLOCK) for w in parts]
+    return torch.stack(blocks, dim=2).reshape(D, -1).contiguous()
+
+
+def _teal_scratch(in_major: torch.Tensor, D: int, glu: bool, threads: int) -> tuple[int, int]:
+    """Floats and int64s of scratch `teal_ffn` needs (sparse_ffn.c)."""
+    padded = in_major.shape[1] // (2 if glu else 1)
+    return in_major.shape[1] + D + padded + threads * D, D + padded + threads
+
+
 def teal_ffn(
     x: torch.Tensor,
     in_major: torch.Tensor,
@@ -158,12 +177,14 @@ def teal_ffn(
     activation: str,
     glu: bool,
 ) -> tuple[torch.Tensor, int, int]:
-    """TEAL for one token in one call: (output [D], kept inputs, kept neurons). in_major [D, P·F], down_t [F, D]."""
+    """TEAL for one token in one call: (output [D], kept inputs, kept neurons). in_major from `teal_layout`,
+    down_t [F, D]."""
     _check(x, in_major, down_t)
     F, D = down_t.shape
+    floats, ints = _teal_scratch(in_major, D, glu, torch.get_num_threads())
     out = x.new_empty(D)
-    work = _workspace("work", in_major.shape[1] + max(D, F) * 2)
-    index = _workspace("index", max(D, F), torch.int64)
+    work = _workspace("work", floats)
+    index = _workspace("index", ints, torch.int64)
     counts = _workspace("counts", 2, torch.int64)
     library().teal_ffn(
         _ptr(x), _ptr(in_major), _ptr(down_t), D, F, int(glu), tau_in, tau_mid, ACTIVATIONS[activation],
@@ -243,6 +264,59 @@ def gemv(weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None
     out = x.new_empty(weight.shape[0])
     library().gemv(_ptr(weight), _ptr(x), _ptr(bias), weight.shape[0], weight.shape[1], _ptr(out))
     return out
+
+
+class _TokenKernel:
+    """A one-token FFN kernel prepared for one module's weights, for the lean decoder's per-layer call: pointers and
+    scratch are bound once, so a call costs a few µs of Python instead of the ~20 µs of going through the module
+    (benchmarks/results/ffn-overhead-s8.txt). The tensors must outlive the kernel and stay where they are (the
+    decoder builds it with its layers). The output buffer is reused: read it before the next call."""
+
+    def __init__(self, *tensors: torch.Tensor | None, out_features: int):
+        _check(*tensors)
+        self._keep = tensors
+        self.out = torch.empty(out_features)
+
+
+class DenseKernel(_TokenKernel):
+    """`glu_dense` prepared for one dense FFN (weights in nn.Linear layout; gate and biases may be None)."""
+
+    def __init__(self, gate, up, down, gate_bias, up_bias, activation: str):
+        super().__init__(gate, up, down, gate_bias, up_bias, out_features=down.shape[0])
+        F, D = up.shape
+        self._h = torch.empty(F)
+        self._args = (*map(_ptr, (gate, up, down, gate_bias, up_bias)), D, F, ACTIVATIONS[activation])
+        self._tail = (self.out.data_ptr(), self._h.data_ptr())
+        self._fn = library().glu_dense
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._fn(x.data_ptr(), *self._args, *self._tail)
+        return self.out
+
+
+class TealKernel(_TokenKernel):
+    """`teal_ffn` prepared for one module: in_major from `teal_layout`, down_t [F, D]."""
+
+    def __init__(self, in_major: torch.Tensor, down_t: torch.Tensor, activation: str, glu: bool):
+        super().__init__(in_major, down_t, out_features=down_t.shape[1])
+        F, D = down_t.shape
+        self._in_major, self._glu, self._threads = in_major, glu, 0
+        self._args = (in_major.data_ptr(), down_t.data_ptr(), D, F, int(glu))
+        self._act = ACTIVATIONS[activation]
+        self._counts = (ctypes.c_int64 * 2)()
+        self._fn = library().teal_ffn
+
+    def __call__(self, x: torch.Tensor, tau_in: float, tau_mid: float) -> tuple[torch.Tensor, int, int]:
+        """(output [D], kept inputs, kept neurons) for x [D]."""
+        threads = torch.get_num_threads()
+        if threads > self._threads:  # scratch grows with the thread count (torch.set_num_threads may raise it)
+            floats, ints = _teal_scratch(self._in_major, self.out.shape[0], self._glu, threads)
+            self._work, self._index = torch.empty(floats), torch.empty(ints, dtype=torch.int64)
+            self._threads = threads
+        counts = self._counts
+        self._fn(x.data_ptr(), *self._args, tau_in, tau_mid, self._act, self.out.data_ptr(),
+                 self._work.data_ptr(), self._index.data_ptr(), counts)  # fmt: skip
+        return self.out, counts[0], counts[1]
 
 
 class AttentionKernel:

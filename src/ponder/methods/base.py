@@ -10,6 +10,8 @@ Shapes: N = tokens, D = hidden size, F = FFN neurons, G = budgets in the calibra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -214,6 +216,12 @@ class SparseFFN(nn.Module):
 
     def use_fast(self, x: torch.Tensor) -> bool:
         return native_token(x)
+
+    def token_forward(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For the lean decoder: a callable running one fp32 token x [D] to its output [D] (a reused buffer, counted
+        like `forward`) with the kernel's arguments bound once, or None where the method has none (the decoder
+        then calls the module). Binds the current tensors: build it again after moving the module."""
+        return None
 
     def runs_dense(self) -> bool:
         return self.budget >= FULL_BUDGET
