@@ -65,6 +65,8 @@ def test_generate_prints_text(capsys, saved_model):
         (("convert", "{model}", "--method", "nope", "-o", "{fresh}"), "unknown method 'nope'"),
         (("convert", "{model}", "--method", "teal", "-o", "{opt}"), "exists: pass --overwrite"),
         (("convert", "{model}", "--method", "teal", "-o", "{fresh}", "--calib", "{empty}"), "is empty"),
+        (("convert", "{model}", "--method", "teal", "-o", "{fresh}", "--calib-tokens", "100"), "less than one"),
+        (("convert", "{model}", "--method", "teal", "-o", "{fresh}", "--set", "split=best"), "split must be"),
         (("eval", "{corrupt}"), "unreadable"),
         (("eval", "{model}", "--task", "mmlu"), "unknown task 'mmlu'"),
         (("demo", "--model", "{model}", "--method", "nope"), "unknown method 'nope'"),

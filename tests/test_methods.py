@@ -248,3 +248,26 @@ def test_greedy_allocation_hits_the_budget_with_uneven_layers(tokenizer, calib_i
 def test_unknown_allocation(tokenizer):
     with pytest.raises(PonderError, match="allocation 'best' is unknown"):
         convert(tiny_model("llama"), tokenizer, "teal", calibration_tokens=CALIB_TOKENS, allocation="best")
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_teal_split_search_never_worse_than_uniform(family):
+    """On its calibration tokens, the searched split's output error at a grid budget is at most the uniform one's,
+    and the kept fractions still add up to the budget."""
+    from ponder.adaptive import replace_ffns
+    from ponder.methods.teal import TealConfig
+
+    inputs = torch.distributions.Laplace(0.0, 1.0).sample((512, 32)).mul_(torch.rand(32) + 0.2)  # heavy tails
+    errors, computes = {}, {}
+    for split in ("uniform", "search"):
+        module = replace_ffns(tiny_model(family), "teal", TealConfig(split=split))[0]
+        with torch.no_grad():
+            module.calibrate(inputs)
+            module.set_budget(0.5)
+            dense = module.dense_forward(inputs)
+            module.pop_compute()
+            out = module.reference_forward(inputs)
+        errors[split] = ((out - dense).norm(dim=1) / dense.norm(dim=1)).mean().item()
+        computes[split] = module.pop_compute()[1] / (len(inputs) * module.dense_macs())
+    assert errors["search"] <= errors["uniform"] + 1e-6
+    assert abs(computes["search"] - 0.5) < 0.03

@@ -37,6 +37,8 @@ def calibration_windows(
     tokenizer: PreTrainedTokenizerBase, text: str, *, tokens: int, window_len: int = 512
 ) -> torch.Tensor:
     """The first `tokens` tokens of `text` (rounded down to whole windows) as [W, T] ids."""
+    if tokens < window_len:
+        raise DataError(f"{tokens} calibration tokens is less than one {window_len}-token window: ask for more")
     ids = tokenizer(text, add_special_tokens=False).input_ids
     usable = min(tokens, len(ids)) // window_len * window_len
     if usable == 0:

@@ -5,12 +5,18 @@ from dataclasses import dataclass
 
 @dataclass
 class TealConfig:
-    """TEAL (Liu et al., 2024, "Training-Free Activation Sparsity in Large Language Models"), uniform allocation:
-    the same fraction of inputs is kept for gate/up (entries of x) and for down (entries of the intermediate)."""
+    """TEAL (Liu et al., 2024, "Training-Free Activation Sparsity in Large Language Models"): magnitude thresholds
+    on the inputs of gate/up (entries of x) and of down (entries of the intermediate)."""
 
     min_budget: float = 0.1
     """Lowest budget calibrated."""
+    split: str = "search"
+    """How a layer's budget is shared between the two thresholds: "uniform" keeps the same fraction of both,
+    "search" tries a few splits per budget and keeps the one with the smallest output error on calibration text
+    (TEAL's greedy allocation across projections, within one FFN)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_budget < 1.0:
             raise ValueError(f"min_budget must be in (0, 1), got {self.min_budget}")
+        if self.split not in ("search", "uniform"):
+            raise ValueError(f'split must be "search" or "uniform", got {self.split!r}')

@@ -15,6 +15,11 @@ from ponder.kernels import native
 from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, quantile
 from ponder.methods.teal.config import TealConfig
 
+SPLIT_OFFSETS = (0.0, -0.1, -0.05, 0.05, 0.1, 0.15)
+"""Kept fraction of x minus the budget, tried per budget by `split="search"`: on SmolLM2-135M at b = 0.5 keeping
+0.55-0.6 of x and 0.3-0.4 of the intermediate cut a layer's output error 3-10 % below the uniform split
+(benchmarks/teal_split.py)."""
+
 
 class TealFFN(SparseFFN):
     method = "teal"
@@ -23,19 +28,42 @@ class TealFFN(SparseFFN):
         super().__init__(
             view=view, activation=activation, budget_grid=budget_grid(config.min_budget), threshold_shape=(2,)
         )
+        self.config = config
         self.gate_up_width = self.up.shape[0] * (2 if self.gate is not None else 1)  # MACs per kept input
         self.register_buffer("in_major", native.teal_layout(self.gate, self.up), persistent=False)  # [D, P·Fp]
 
     def calibrate(self, inputs: torch.Tensor) -> None:
-        keep = self.budget_grid  # uniform: the same kept fraction at every projection
-        tau_in = quantile(inputs.abs(), 1 - keep)  # [G]
-        # The intermediate's thresholds need one FFN pass per budget: a 512-token subsample keeps that cheap
-        # (786k values per quantile) where all 8192 tokens took 11 minutes for SmolLM2-135M.
+        """Per budget b, the kept fraction a of x (gate/up inputs) and m of the intermediate (down inputs) with
+        w·a + (1 - w)·m = b, w = gate/up's share of the FFN's MACs: uniform a = m = b, or the split among
+        a = b + SPLIT_OFFSETS with the smallest FFN-output error on calibration tokens (`split="search"`)."""
+        w = self.gate_up_width / (self.gate_up_width + self.up.shape[0])
+        offsets = SPLIT_OFFSETS if self.config.split == "search" else (0.0,)
+        by_fraction: dict[float, list[tuple[int, float]]] = {}  # kept fraction a of x -> [(budget index, m)]
+        for g, budget in enumerate(self.budget_grid[:-1].tolist()):
+            for offset in offsets:
+                a = round(budget + offset, 4)
+                m = (budget - w * a) / (1 - w)
+                if 0 < a <= 1 and 0 < m <= 1:
+                    by_fraction.setdefault(a, []).append((g, m))
+        fractions = sorted(by_fraction)
+        tau_in = dict(zip(fractions, quantile(inputs.abs(), 1 - torch.tensor(fractions)).tolist(), strict=True))
+        tau_in.update({a: -1.0 for a in fractions if a >= 1})  # every input, however small
+        # The intermediate's thresholds need an FFN pass per kept fraction of x: a 512-token subsample keeps that
+        # cheap (786k values per quantile) where all 8192 tokens took 11 minutes for SmolLM2-135M.
         sample = inputs[torch.randperm(inputs.shape[0], generator=torch.Generator().manual_seed(0))[:512]]
-        for g, tau in enumerate(tau_in):
-            x = sample * (sample.abs() > tau)
-            self.thresholds[g, 0] = tau
-            self.thresholds[g, 1] = quantile(self.intermediate(x).abs(), 1 - keep[g : g + 1])[0]
+        dense = self.output(self.intermediate(sample))  # [S, D]
+        best: dict[int, tuple[float, float, float]] = {}  # budget index -> (error, tau_in, tau_mid)
+        for a in fractions:  # one FFN pass and one sort per kept fraction of x
+            h = self.intermediate(sample * (sample.abs() > tau_in[a]))
+            candidates = by_fraction[a]
+            taus_mid = quantile(h.abs(), 1 - torch.tensor([m for _, m in candidates])).tolist()
+            for (g, _), tau_mid in zip(candidates, taus_mid, strict=True):
+                out = self.output(h * (h.abs() > tau_mid))
+                error = ((out - dense).norm(dim=1) / dense.norm(dim=1).clamp_min(1e-12)).mean().item()
+                if g not in best or error < best[g][0]:
+                    best[g] = error, tau_in[a], tau_mid
+        for g, (_, tau_a, tau_m) in best.items():
+            self.thresholds[g] = torch.tensor([tau_a, tau_m])
         self.thresholds[-1] = -1.0  # budget 1: everything
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
