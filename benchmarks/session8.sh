@@ -28,3 +28,6 @@ for budget in 0.75 0.5; do
         --json "$out/piqa500-teal-search-$budget-s8.json"
 done
 ponder bench "$runs/sweep-s8/models/teal" --budgets 0.75,0.5,0.25 --repeats 10 --json "$out/bench-teal-search-s8.json"
+# moe's decode against the dense path as it is now (bound FFN calls on both sides; issue 4's 1.3x was session 3's).
+[ -d "$runs/s8/moe" ] || ponder convert smollm2-135m --method moe -o "$runs/s8/moe"
+ponder bench "$runs/s8/moe" --budgets 0.75,0.5,0.25 --repeats 7 --json "$out/bench-moe-s8.json"
