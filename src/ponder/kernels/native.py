@@ -162,12 +162,6 @@ def teal_layout(gate: torch.Tensor | None, up: torch.Tensor) -> torch.Tensor:
     return torch.stack(blocks, dim=2).reshape(D, -1).contiguous()
 
 
-def _teal_scratch(in_major: torch.Tensor, D: int, glu: bool, threads: int) -> tuple[int, int]:
-    """Floats and int64s of scratch `teal_ffn` needs (sparse_ffn.c)."""
-    padded = in_major.shape[1] // (2 if glu else 1)
-    return in_major.shape[1] + D + padded + threads * D, D + padded + threads
-
-
 def teal_ffn(
     x: torch.Tensor,
     in_major: torch.Tensor,
@@ -178,20 +172,9 @@ def teal_ffn(
     glu: bool,
 ) -> tuple[torch.Tensor, int, int]:
     """TEAL for one token in one call: (output [D], kept inputs, kept neurons). in_major from `teal_layout`,
-    down_t [F, D]."""
-    _check(x, in_major, down_t)
-    F, D = down_t.shape
-    floats, ints = _teal_scratch(in_major, D, glu, torch.get_num_threads())
-    out = x.new_empty(D)
-    work = _workspace("work", floats)
-    index = _workspace("index", ints, torch.int64)
-    counts = _workspace("counts", 2, torch.int64)
-    library().teal_ffn(
-        _ptr(x), _ptr(in_major), _ptr(down_t), D, F, int(glu), tau_in, tau_mid, ACTIVATIONS[activation],
-        _ptr(out), _ptr(work), _ptr(index), _ptr(counts),
-    )  # fmt: skip
-    kept_in, kept_mid = counts[:2].tolist()
-    return out, kept_in, kept_mid
+    down_t [F, D]. Binds a `TealKernel` for this call; the lean decoder keeps one per layer instead."""
+    _check(x)
+    return TealKernel(in_major, down_t, activation, glu)(x, tau_in, tau_mid)
 
 
 def cats_ffn(
@@ -300,7 +283,8 @@ class TealKernel(_TokenKernel):
     def __init__(self, in_major: torch.Tensor, down_t: torch.Tensor, activation: str, glu: bool):
         super().__init__(in_major, down_t, out_features=down_t.shape[1])
         F, D = down_t.shape
-        self._in_major, self._glu, self._threads = in_major, glu, 0
+        self._width, self._threads = in_major.shape[1], 0  # P·Fp
+        self._neurons = in_major.shape[1] // (2 if glu else 1)  # Fp, with padding
         self._args = (in_major.data_ptr(), down_t.data_ptr(), D, F, int(glu))
         self._act = ACTIVATIONS[activation]
         self._counts = (ctypes.c_int64 * 2)()
@@ -310,8 +294,9 @@ class TealKernel(_TokenKernel):
         """(output [D], kept inputs, kept neurons) for x [D]."""
         threads = torch.get_num_threads()
         if threads > self._threads:  # scratch grows with the thread count (torch.set_num_threads may raise it)
-            floats, ints = _teal_scratch(self._in_major, self.out.shape[0], self._glu, threads)
-            self._work, self._index = torch.empty(floats), torch.empty(ints, dtype=torch.int64)
+            D, padded = self.out.shape[0], self._neurons  # sizes as sparse_ffn.c's teal_ffn documents them
+            self._work = torch.empty(self._width + D + padded + threads * D)
+            self._index = torch.empty(D + padded + threads, dtype=torch.int64)
             self._threads = threads
         counts = self._counts
         self._fn(x.data_ptr(), *self._args, tau_in, tau_mid, self._act, self.out.data_ptr(),
