@@ -22,6 +22,10 @@ python benchmarks/teal_split.py "$runs/sweep-s8/models/teal" 2>&1 | grep -v "Loa
     | tee "$out/teal-split-s8.txt"
 /usr/bin/time -v ponder convert smollm2-135m --method teal -o "$runs/s8/teal-search" --overwrite 2>&1 \
     | grep -E "Elapsed|Maximum resident" | tee "$out/convert-teal-s8.txt"
+/usr/bin/time -v ponder convert smollm2-135m --method teal --set split=uniform -o "$runs/s8/teal-uniform" \
+    --overwrite 2>&1 | grep -E "Elapsed|Maximum resident" | tee "$out/convert-teal-uniform-s8.txt"
+python benchmarks/teal_lowrank.py "$runs/sweep-s8/models/teal" 2>&1 | grep -v "Loading weights" \
+    | tee "$out/teal-lowrank-s8.txt"
 ponder eval "$runs/sweep-s8/models/teal" --budget 0.49 --json "$out/eval-teal-search-0.49-s8.json"  # equal compute
 for budget in 0.75 0.5; do
     ponder eval "$runs/sweep-s8/models/teal" --budget "$budget" --task piqa --limit 500 \

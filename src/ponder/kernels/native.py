@@ -251,9 +251,9 @@ def gemv(weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None
 
 class _TokenKernel:
     """A one-token FFN kernel prepared for one module's weights, for the lean decoder's per-layer call: pointers and
-    scratch are bound once, so a call costs a few µs of Python instead of the ~20 µs of going through the module
-    (benchmarks/results/ffn-overhead-s8.txt). The tensors must outlive the kernel and stay where they are (the
-    decoder builds it with its layers). The output buffer is reused: read it before the next call."""
+    scratch are bound once: for teal 12 µs a call instead of 24 µs through the module, 8.7 µs of it the bare
+    kernel call (benchmarks/results/ffn-overhead-s8.txt). The tensors must outlive the kernel and stay where they
+    are (the decoder builds it with its layers). The output buffer is reused: read it before the next call."""
 
     def __init__(self, *tensors: torch.Tensor | None, out_features: int):
         _check(*tensors)

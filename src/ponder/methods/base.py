@@ -221,8 +221,8 @@ class SparseFFN(nn.Module):
         """For the lean decoder: a callable running one fp32 token x [D] to its output [D] (a reused buffer, counted
         like `forward`) with the kernel's arguments bound once, or None where the method has none (the decoder
         then calls the module). Binds the current tensors: build it again after moving the module.
-        By default: `rows_forward` without the module call and reshapes (~10 µs a layer less), for methods that
-        keep this class's `forward`."""
+        By default: `rows_forward` without the module call and reshapes, for methods that keep this class's
+        `forward`."""
         if type(self).forward is not SparseFFN.forward:
             return None
         return lambda x: self.rows_forward(x[None])[0]
