@@ -15,7 +15,9 @@ SKIP = ("--method", "skip", "--set", "steps=50")  # residual-stream capture; sha
 
 def _convert(launcher: list[str], model, output, options) -> subprocess.CompletedProcess:
     command = [*launcher, "-m", "ponder", "convert", str(model), "-o", str(output), *options, "--calib-tokens", "1536"]
-    return subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=300)
+    # One thread in every process, as torchrun gives each rank: on some CPUs (this one's AVX-512 BLAS) a GEMM's
+    # result depends on how many threads split it, so equal thread counts are what "bit-equal" can promise.
+    return subprocess.run([*command, "--threads", "1", "--quiet"], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch has no torch.distributed")
