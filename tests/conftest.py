@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from ponder.data import load_text
+from ponder.train import tune
 
 VOCAB = 256
 _COMMON = dict(
@@ -51,6 +52,20 @@ def tiny_model(family: str, seed: int = 0):
     model = AutoModelForCausalLM.from_config(CONFIGS[family]())
     model.eval()
     return model
+
+
+def kill_tuning_in_step(monkeypatch, step: int) -> None:
+    """Make the end-to-end phase (`ponder.train.tune`) raise KeyboardInterrupt during step `step` (0-based), as a
+    kill would; `monkeypatch.undo()` revives it."""
+    original, calls = tune._kl, []
+
+    def dying(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == step + 1:
+            raise KeyboardInterrupt
+        return original(teacher, student)
+
+    monkeypatch.setattr(tune, "_kl", dying)
 
 
 def tiny_unsupported_model():

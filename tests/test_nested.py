@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
-from conftest import tiny_model
+from conftest import kill_tuning_in_step, tiny_model
 from ponder.adaptive import adaptive_modules, convert, get_budget, load, save_adaptive, set_budget
 from ponder.cli import main
 from ponder.data import load_text
@@ -21,7 +21,6 @@ from ponder.methods.budget_gate import BudgetGate, control_inputs, error_levels
 from ponder.methods.nested.config import NestedConfig
 from ponder.models.load import FFN_WIDTHS_KEY
 from ponder.stats import ComputeMeter
-from ponder.train import tune
 
 
 @pytest.fixture(scope="module")
@@ -269,19 +268,10 @@ def test_tuning_trains_only_the_gates_and_keeps_budgets(tokenizer):
 
 def test_tuning_resumes_after_kill(tokenizer, tmp_path, monkeypatch):
     uninterrupted = tuned(tokenizer, 14)
-    calls = []
-    original = tune._kl
-
-    def dies_at_step_12(teacher, student):
-        calls.append(1)
-        if len(calls) == 13:
-            raise KeyboardInterrupt  # killed during step 12, after the checkpoint of step 10
-        return original(teacher, student)
-
-    monkeypatch.setattr(tune, "_kl", dies_at_step_12)
+    kill_tuning_in_step(monkeypatch, 12)  # after the checkpoint of step 10
     with pytest.raises(KeyboardInterrupt):
         tuned(tokenizer, 14, work_dir=tmp_path / "work")
-    monkeypatch.setattr(tune, "_kl", original)
+    monkeypatch.undo()
     resumed = tuned(tokenizer, 14, work_dir=tmp_path / "work", resume=True)
     for name, tensor in uninterrupted.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name

@@ -1,19 +1,24 @@
-"""The end-to-end phase: train the gates of a converted model against the dense teacher's output (ACM phase III).
+"""The end-to-end phase: train parts of a converted model against the dense teacher's output, with the adaptive
+model's own decisions in the loop (ACM phase III).
 
-Per-layer calibration teaches each gate its own layer's output error; what matters is the model's output, where
+Per-layer calibration teaches each part its own layer's output error; what matters is the model's output, where
 layers' errors interact (session 4's oracle: routes priced one layer at a time were 30× worse than routes measured
-in place). This phase runs the adaptive model with its gates' hard decisions and back-propagates through a
-relaxation of them (straight-through) to minimise KL(dense ‖ adaptive) plus a budget loss, at a budget drawn per
-step, so one set of gates is trained for every budget. The teacher is the same model at full budget, which is
-the original model exactly, so no second copy is held. Only gate parameters train: every other weight is frozen,
-so the model stays exact at budget 1.
+in place). Each step draws calibration windows and a budget, runs the dense teacher (the same model at full budget,
+which is the original model exactly, so no second copy is held) and the adaptive model at that budget, and
+minimises KL(dense ‖ adaptive). Two uses:
 
-Resumable: the step, the gates and Adam's moments are saved (safetensors) every SAVE_EVERY steps; each step's
-data and budget come from a generator seeded by the step index, so a resumed run ends with the same gates.
+- `tune_gates` (nested): only the gates train, through a straight-through relaxation of their hard decisions, with
+  a budget loss; every weight is frozen.
+- `tune_experts` (moe): the experts' weights train under the router's hard decisions. They are the permuted copies
+  that budgets below 1 run; budget 1 runs the original weights, so the model stays exact there.
+
+Resumable: the step, the trained tensors and Adam's moments are saved (safetensors) every SAVE_EVERY steps; each
+step's data and budget come from a generator seeded by the step index, so a resumed run ends with the same tensors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,10 +29,13 @@ from tqdm.auto import tqdm
 from ponder.io import save_tensors_atomic
 
 STATE_FILE = "tune.safetensors"
-TUNE_LR = 1e-3
+TUNE_LR = 1e-3  # the gates'
 BUDGET_WEIGHT = 50.0  # weight of (achieved − target compute)² against the mean per-token KL (nats)
 ROWS_PER_STEP = 2  # calibration windows per step
 SAVE_EVERY = 10
+
+Objective = Callable[[torch.Tensor, float], tuple[torch.Tensor, dict[str, float]]]
+"""(windows [B, T], budget) -> (loss, numbers for the progress bar)."""
 
 
 def _kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
@@ -36,17 +44,19 @@ def _kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
-def _save_state(path: Path, step: int, gates: nn.ModuleList, optimizer: torch.optim.Optimizer) -> None:
-    tensors = {f"gate.{k}": v for k, v in gates.state_dict().items()} | {"step": torch.tensor(step)}
+def _save_state(path: Path, step: int, named: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+    tensors = {f"param.{k}": v.detach() for k, v in named.items()} | {"step": torch.tensor(step)}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"adam.{index}.{key}"] = torch.as_tensor(value)
     save_tensors_atomic(tensors, path)
 
 
-def _load_state(path: Path, gates: nn.ModuleList, optimizer: torch.optim.Optimizer) -> int:
+@torch.no_grad()
+def _load_state(path: Path, named: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> int:
     tensors = load_file(str(path))
-    gates.load_state_dict({k.removeprefix("gate."): v for k, v in tensors.items() if k.startswith("gate.")})
+    for key, tensor in named.items():
+        tensor.copy_(tensors[f"param.{key}"])
     saved = optimizer.state_dict()
     for key, value in tensors.items():
         if key.startswith("adam."):
@@ -54,6 +64,50 @@ def _load_state(path: Path, gates: nn.ModuleList, optimizer: torch.optim.Optimiz
             saved["state"].setdefault(int(index), {})[name] = value
     optimizer.load_state_dict(saved)
     return int(tensors["step"])
+
+
+def _train(
+    model: nn.Module,
+    named: dict[str, torch.Tensor],
+    objective: Objective,
+    windows: torch.Tensor,
+    budgets: list[float],
+    *,
+    steps: int,
+    seed: int,
+    lr: float,
+    work: Path,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Adam on the tensors `named` (everything else frozen) for `steps` steps of `objective`, resumable in `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    requires = {name: p.requires_grad for name, p in model.named_parameters()}
+    model.requires_grad_(False)
+    for tensor in named.values():
+        tensor.requires_grad_(True)
+    optimizer = torch.optim.Adam(named.values(), lr=lr)
+    state = work / STATE_FILE
+    start = _load_state(state, named, optimizer) if state.exists() else 0
+    bar = tqdm(range(start, steps), desc=desc, unit="step", disable=not progress)
+    try:
+        with torch.enable_grad():
+            for step in bar:
+                generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+                rows = windows[torch.randint(0, len(windows), (ROWS_PER_STEP,), generator=generator)]
+                budget = budgets[int(torch.randint(0, len(budgets), (1,), generator=generator))]
+                loss, shown = objective(rows, budget)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()})
+                if (step + 1) % SAVE_EVERY == 0 or step + 1 == steps:
+                    _save_state(state, step + 1, named, optimizer)
+    finally:
+        for tensor in named.values():
+            tensor.requires_grad_(False)
+        for name, p in model.named_parameters():
+            p.requires_grad_(requires[name])
 
 
 def tune_gates(
@@ -70,44 +124,64 @@ def tune_gates(
     """Train `modules[i].router` end to end for `steps` steps on calibration `windows` [W, T]. Each module offers
     `tuning` (the budget input of a relaxed forward when set, None otherwise), `tuned_compute` (what the relaxed
     forwards cost, per token, as a fraction of the FFN, gradient attached) and `router_macs`/`dense_macs`."""
-    work.mkdir(parents=True, exist_ok=True)
-    gates = nn.ModuleList(m.router for m in modules)
-    requires = {name: p.requires_grad for name, p in model.named_parameters()}
-    model.requires_grad_(False)
-    gates.requires_grad_(True)
-    optimizer = torch.optim.Adam(gates.parameters(), lr=TUNE_LR)
-    state = work / STATE_FILE
-    start = _load_state(state, gates, optimizer) if state.exists() else 0
+    named = {f"{i}.{k}": p for i, m in enumerate(modules) for k, p in m.router.named_parameters()}
     router_cost = sum(m.router_macs() / m.dense_macs() for m in modules) / len(modules)
-    bar = tqdm(range(start, steps), desc="tune gates", unit="step", disable=not progress)
+
+    def objective(rows: torch.Tensor, budget: float) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            teacher = model(rows).logits  # full budget: the original model
+        for module in modules:
+            module.tuning, module.tuned_compute = budget, []
+        student = model(rows).logits
+        for module in modules:
+            module.tuning = None  # the next teacher forward runs dense
+        compute = router_cost + torch.cat([c for m in modules for c in m.tuned_compute]).mean()
+        kl = _kl(teacher, student)
+        shown = {"kl": kl.item(), "budget": budget, "compute": compute.item()}
+        return kl + BUDGET_WEIGHT * (compute - budget) ** 2, shown
+
     try:
-        with torch.enable_grad():
-            for step in bar:
-                generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-                rows = windows[torch.randint(0, len(windows), (ROWS_PER_STEP,), generator=generator)]
-                budget = budgets[int(torch.randint(0, len(budgets), (1,), generator=generator))]
-                with torch.no_grad():
-                    teacher = model(rows).logits  # full budget: the original model
-                for module in modules:
-                    module.tuning, module.tuned_compute = budget, []
-                student = model(rows).logits
-                for module in modules:
-                    module.tuning = None  # the next teacher forward runs dense
-                compute = router_cost + torch.cat([c for m in modules for c in m.tuned_compute]).mean()
-                kl = _kl(teacher, student)
-                loss = kl + BUDGET_WEIGHT * (compute - budget) ** 2
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                bar.set_postfix(kl=f"{kl.item():.3f}", budget=f"{budget:.2f}", compute=f"{compute.item():.2f}")
-                if (step + 1) % SAVE_EVERY == 0 or step + 1 == steps:
-                    _save_state(state, step + 1, gates, optimizer)
+        _train(model, named, objective, windows, budgets, steps=steps, seed=seed, lr=TUNE_LR, work=work,
+               desc="tune gates", progress=progress)  # fmt: skip
     finally:
         for module in modules:
             module.tuning, module.tuned_compute = None, []
-        for name, p in model.named_parameters():
-            p.requires_grad_(requires[name])
-        gates.requires_grad_(False)
+
+
+def tune_experts(
+    model: nn.Module,
+    modules: list,
+    windows: torch.Tensor,
+    budgets: list[float],
+    *,
+    steps: int,
+    seed: int,
+    lr: float,
+    work: Path,
+    progress: bool = False,
+) -> None:
+    """Train every module's `tunable()` tensors (what its budgets below 1 run) end to end for `steps` steps on
+    calibration `windows` [W, T], the model at a budget drawn from `budgets` per step; the teacher is every module
+    at budget 1. Budgets are set on the modules as they were before."""
+    named = {f"{i}.{k}": t for i, m in enumerate(modules) for k, t in m.tunable().items()}
+    before = [m.budget for m in modules]
+
+    def objective(rows: torch.Tensor, budget: float) -> tuple[torch.Tensor, dict[str, float]]:
+        for module in modules:
+            module.set_budget(1.0)
+        with torch.no_grad():
+            teacher = model(rows).logits
+        for module in modules:
+            module.set_budget(budget)
+        kl = _kl(teacher, model(rows).logits)
+        return kl, {"kl": kl.item(), "budget": budget}
+
+    try:
+        _train(model, named, objective, windows, budgets, steps=steps, seed=seed, lr=lr, work=work,
+               desc="tune experts", progress=progress)  # fmt: skip
+    finally:
+        for module, budget in zip(modules, before, strict=True):
+            module.set_budget(budget)
 
 
 @torch.no_grad()

@@ -38,6 +38,15 @@ class MoEConfig:
     """Budget at which the pseudo experts are fitted (what a token skips depends on the budget)."""
     min_budget: float = 0.2
     """Lowest budget calibrated; must exceed the shared experts' and the router's cost."""
+    tune_steps: int = 0
+    """Steps of the end-to-end phase after calibration (`ponder.train.tune.tune_experts`): the experts' weights and
+    pseudo-expert rows train against the dense model's output (KL) under the router's decisions, at a budget
+    drawn per step, 1,024 calibration tokens a step. Budget 1 keeps the original weights (exact); the tuned copies
+    are saved with the model (the size of the FFN weights again). 0: off."""
+    tune_lr: float = 3e-4
+    """Adam's learning rate in the end-to-end phase."""
+    tune_min_budget: float = 0.3
+    """Lowest budget the end-to-end phase draws (lower ones break the model and dominate the gradient)."""
 
     def __post_init__(self) -> None:
         if self.experts < 2 or not 0 <= self.shared_experts < self.experts:
@@ -51,5 +60,9 @@ class MoEConfig:
             raise ValueError(f"pseudo experts must be among {', '.join(PSEUDO_EXPERTS)}, got {sorted(unknown)}")
         if self.rank < 1 or self.steps < 1:
             raise ValueError("rank and steps must be positive")
+        if self.tune_steps < 0 or self.tune_lr <= 0:
+            raise ValueError("tune_steps must be >= 0 and tune_lr positive")
+        if not self.min_budget <= self.tune_min_budget < 1.0:
+            raise ValueError(f"tune_min_budget must be in [min_budget, 1), got {self.tune_min_budget}")
         if not 0.0 < self.min_budget <= self.fit_budget < 1.0:
             raise ValueError(f"need 0 < min_budget <= fit_budget < 1, got {self.min_budget} and {self.fit_budget}")

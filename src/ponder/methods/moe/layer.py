@@ -12,6 +12,9 @@ G = calibrated budgets, Q = routing policies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -23,6 +26,7 @@ from ponder.methods.base import SparseFFN, budget_grid, native_token, scorer, sc
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.moe.config import PSEUDO_EXPERTS, MoEConfig
 from ponder.stats import RoutingStats
+from ponder.train.tune import tune_experts
 
 POLICY_NAMES = list(routing.POLICIES)
 GROUPED_BELOW = 0.2
@@ -31,6 +35,8 @@ the masked dense math. 24-neuron experts make narrow GEMMs that cost several tim
 here: over 512 tokens of SmolLM2 the grouped executor ran at 0.50× / 0.64× / 0.79× / 1.14× of the dense FFN with
 71 / 44 / 27 / 15 % of the experts (benchmarks/moe_prefill.py)."""
 PSEUDO_KIND = {"zero": 0, "copy": 1, "constant": 2}  # the C kernel's codes
+TUNED_COPIES = ("gate_p", "up_p", "down_t")
+"""The permuted expert weights budgets below 1 run; after the end-to-end phase they are saved as `tuned_<name>`."""
 
 
 class MoEFFN(SparseFFN):
@@ -51,6 +57,9 @@ class MoEFFN(SparseFFN):
         self.routed = config.experts - config.shared_experts
         self.set_policy(config.policy)
         self.router = scorer(view, config.rank, self.routed, name="router", min_budget=config.min_budget)
+        for name in TUNED_COPIES:  # None until tuned (or loaded from a tuned model)
+            self.register_buffer(f"tuned_{name}", None)
+        self.register_load_state_dict_pre_hook(MoEFFN._make_room_for_tuned)
         self.use_neuron_order()
         D = view.d_model
         # Pseudo experts in config order; 'zero' adds nothing, the others add a per-expert stand-in (row E: total).
@@ -243,7 +252,47 @@ class MoEFFN(SparseFFN):
     @torch.no_grad()
     def arrange(self) -> None:
         super().arrange()
+        if self.tuned_up_p is not None:  # tuned experts replace the copies of the dense rows
+            for name in TUNED_COPIES:
+                self.register_buffer(name, getattr(self, f"tuned_{name}"), persistent=False)
         self._kernel = None  # its pointers name the replaced tensors
+
+    # --- the end-to-end phase (config.tune_steps) -----------------------------------------------------------------
+    def tunable(self) -> dict[str, torch.Tensor]:
+        """What the end-to-end phase trains: the experts' permuted weights and the pseudo experts' rows."""
+        names = (*TUNED_COPIES, "copy_rows", "constant_rows")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    def keep_tuned(self) -> None:
+        """Save the trained copies with the model from now on (the dense weights stay as they were)."""
+        for name in TUNED_COPIES:
+            copy = getattr(self, name)
+            self.register_buffer(f"tuned_{name}", None if copy is None else copy.detach())
+        self._kernel = None
+
+    @staticmethod
+    def _make_room_for_tuned(module: MoEFFN, state_dict: dict, prefix: str, *_) -> None:
+        """Loading a tuned model into a fresh module: create the `tuned_*` buffers the state dict fills."""
+        for name in TUNED_COPIES:
+            saved = state_dict.get(f"{prefix}tuned_{name}")
+            if saved is not None and getattr(module, f"tuned_{name}") is None:
+                module.register_buffer(f"tuned_{name}", torch.empty_like(saved))
+
+    @staticmethod
+    def refine_jointly(
+        modules: list[MoEFFN], model: nn.Module, windows: torch.Tensor, pool: Callable[[], torch.Tensor], *,
+        work: Path, progress: bool = False,
+    ) -> None:  # fmt: skip
+        """After every layer is calibrated: if config.tune_steps, the end-to-end phase on windows drawn from
+        `pool()` (all the calibration text), budgets from [tune_min_budget, 1)."""
+        config = modules[0].config
+        if not config.tune_steps:
+            return
+        budgets = [b for b in modules[0].budget_grid.tolist() if config.tune_min_budget - 1e-6 <= b < 1.0]
+        tune_experts(model, modules, pool(), budgets, steps=config.tune_steps, seed=config.seed, lr=config.tune_lr,
+                     work=work, progress=progress)  # fmt: skip
+        for module in modules:
+            module.keep_tuned()
 
     def _decode(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.activation not in native.ACTIVATIONS:
