@@ -17,8 +17,10 @@ from ponder.errors import PonderError
 from ponder.experts import balanced_assign, expert_order
 from ponder.inference import LeanDecoder
 from ponder.methods import make_config
+from ponder.methods.moe import layer as moe_layer
 from ponder.methods.moe.layer import MoEFFN
 from ponder.stats import ComputeMeter, RoutingStats
+from ponder.train.tune import _train
 
 CALIB = 1024
 ALL_PSEUDO = ["zero", "copy", "constant"]
@@ -285,8 +287,10 @@ def peaked_model():
     return model
 
 
-def tuned_moe_model(tokenizer, steps: int = 12, **kwargs):
-    options = {"experts": "16", "shared_experts": "2", "steps": "100", "tune_steps": str(steps), "tune_lr": "3e-3"}
+def tuned_moe_model(tokenizer, steps: int = 12, options: dict | None = None, **kwargs):
+    options = {"experts": "16", "shared_experts": "2", "steps": "100", "tune_steps": str(steps), "tune_lr": "3e-3"} | (
+        options or {}
+    )
     config = make_config("moe", options)
     return convert(peaked_model(), tokenizer, "moe", config=config, calibration_tokens=CALIB, progress=False, **kwargs)
 
@@ -338,3 +342,24 @@ def test_tuning_resumes_after_kill(tuned_moe, tokenizer, tmp_path, monkeypatch):
     set_budget(tuned_moe, 1.0)
     for name, tensor in tuned_moe.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+def test_tuning_draws_budgets_only_from_its_range(tokenizer, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(moe_layer, "tune_experts", lambda *args, **kwargs: drawn.extend(args[3]))
+    tuned_moe_model(tokenizer, steps=1, options={"tune_min_budget": "0.4", "tune_max_budget": "0.6"})
+    assert drawn and min(drawn) > 0.4 - 1e-6 and max(drawn) < 0.6 + 1e-6
+    with pytest.raises(PonderError, match="tune_max_budget"):
+        make_config("moe", {"tune_min_budget": "0.7", "tune_max_budget": "0.6"})
+
+
+def test_learning_rate_falls_linearly_over_the_last_share_of_steps(tmp_path, monkeypatch):
+    model, weight = torch.nn.Linear(2, 2), torch.zeros(3)
+    seen, step = [], torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self: (seen.append(self.param_groups[0]["lr"]), step(self)))
+    objective = lambda rows, budget: (((weight - 1) ** 2).sum(), {})  # noqa: E731
+    windows = torch.zeros(4, 2, dtype=torch.long)
+    _train(model, {"w": weight}, objective, windows, [0.5], steps=10, seed=0, lr=1.0, work=tmp_path, desc="",
+           progress=False, decay=0.5)  # fmt: skip
+    assert seen == pytest.approx([1.0] * 5 + [1.0, 0.8, 0.6, 0.4, 0.2])
+    assert float(weight.sum()) != 0.0  # it trained

@@ -79,8 +79,12 @@ def _train(
     work: Path,
     desc: str,
     progress: bool,
+    decay: float = 0.0,
 ) -> None:
-    """Adam on the tensors `named` (everything else frozen) for `steps` steps of `objective`, resumable in `work`."""
+    """Adam on the tensors `named` (everything else frozen) for `steps` steps of `objective`, resumable in `work`.
+    The learning rate falls linearly to 0 over the last `decay` share of the steps (a function of the step index,
+    so a resumed run follows the same schedule)."""
+    decay_start = steps * (1.0 - decay)
     work.mkdir(parents=True, exist_ok=True)
     requires = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
@@ -97,6 +101,8 @@ def _train(
                 rows = windows[torch.randint(0, len(windows), (ROWS_PER_STEP,), generator=generator)]
                 budget = budgets[int(torch.randint(0, len(budgets), (1,), generator=generator))]
                 loss, shown = objective(rows, budget)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * min(1.0, (steps - step) / max(steps - decay_start, 1e-9))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -158,6 +164,7 @@ def tune_experts(
     seed: int,
     lr: float,
     work: Path,
+    decay: float = 0.0,
     progress: bool = False,
 ) -> None:
     """Train every module's `tunable()` tensors (what its budgets below 1 run) end to end for `steps` steps on
@@ -178,7 +185,7 @@ def tune_experts(
 
     try:
         _train(model, named, objective, windows, budgets, steps=steps, seed=seed, lr=lr, work=work,
-               desc="tune experts", progress=progress)  # fmt: skip
+               desc="tune experts", progress=progress, decay=decay)  # fmt: skip
     finally:
         for module, budget in zip(modules, before, strict=True):
             module.set_budget(budget)

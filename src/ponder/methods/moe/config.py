@@ -45,8 +45,13 @@ class MoEConfig:
     are saved with the model (the size of the FFN weights again). 0: off."""
     tune_lr: float = 3e-4
     """Adam's learning rate in the end-to-end phase."""
+    tune_decay: float = 0.0
+    """Share of the steps, at the end, over which the learning rate falls linearly to 0 (0: constant)."""
     tune_min_budget: float = 0.3
     """Lowest budget the end-to-end phase draws (lower ones break the model and dominate the gradient)."""
+    tune_max_budget: float = 0.95
+    """Highest budget it draws. The tuned copies are shared by every budget below 1, so a narrow range around the
+    budget a user will run trains for that one at the others' expense."""
 
     def __post_init__(self) -> None:
         if self.experts < 2 or not 0 <= self.shared_experts < self.experts:
@@ -60,9 +65,12 @@ class MoEConfig:
             raise ValueError(f"pseudo experts must be among {', '.join(PSEUDO_EXPERTS)}, got {sorted(unknown)}")
         if self.rank < 1 or self.steps < 1:
             raise ValueError("rank and steps must be positive")
-        if self.tune_steps < 0 or self.tune_lr <= 0:
-            raise ValueError("tune_steps must be >= 0 and tune_lr positive")
-        if not self.min_budget <= self.tune_min_budget < 1.0:
-            raise ValueError(f"tune_min_budget must be in [min_budget, 1), got {self.tune_min_budget}")
+        if self.tune_steps < 0 or self.tune_lr <= 0 or not 0.0 <= self.tune_decay <= 1.0:
+            raise ValueError("tune_steps must be >= 0, tune_lr positive and tune_decay in [0, 1]")
+        if not self.min_budget <= self.tune_min_budget <= self.tune_max_budget < 1.0:
+            raise ValueError(
+                "need min_budget <= tune_min_budget <= tune_max_budget < 1, "
+                f"got {self.tune_min_budget} and {self.tune_max_budget}"
+            )
         if not 0.0 < self.min_budget <= self.fit_budget < 1.0:
             raise ValueError(f"need 0 < min_budget <= fit_budget < 1, got {self.min_budget} and {self.fit_budget}")

@@ -284,13 +284,14 @@ class MoEFFN(SparseFFN):
         work: Path, progress: bool = False,
     ) -> None:  # fmt: skip
         """After every layer is calibrated: if config.tune_steps, the end-to-end phase on windows drawn from
-        `pool()` (all the calibration text), budgets from [tune_min_budget, 1)."""
+        `pool()` (all the calibration text), budgets from [tune_min_budget, tune_max_budget]."""
         config = modules[0].config
         if not config.tune_steps:
             return
-        budgets = [b for b in modules[0].budget_grid.tolist() if config.tune_min_budget - 1e-6 <= b < 1.0]
+        low, high = config.tune_min_budget - 1e-6, config.tune_max_budget + 1e-6
+        budgets = [b for b in modules[0].budget_grid.tolist() if low <= b <= high and b < 1.0]
         tune_experts(model, modules, pool(), budgets, steps=config.tune_steps, seed=config.seed, lr=config.tune_lr,
-                     work=work, progress=progress)  # fmt: skip
+                     work=work, decay=config.tune_decay, progress=progress)  # fmt: skip
         for module in modules:
             module.keep_tuned()
 
