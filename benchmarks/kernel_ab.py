@@ -1,0 +1,67 @@
+"""What the kernel A/B scripts share (teal_kernel_ab.py, moe_kernel_ab.py): the arguments, a kernel built from
+`sparse_ffn.c` at a git revision, real one-token FFN inputs, the dense kernels, timing and the report."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ponder.adaptive import adaptive_modules, load
+from ponder.data import CALIB_DEFAULT, load_text
+from ponder.kernels import native
+from ponder.train.capture import capture_ffn_inputs
+
+
+def arguments(what: str, **extra: str) -> argparse.Namespace:
+    """DIR, --budgets, --repeats, --tokens, and `extra` string options with their defaults."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dir", help=f"a converted {what} model (SwiGLU)")
+    parser.add_argument("--budgets", default="0.5,0.25")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--tokens", type=int, default=64)
+    for name, default in extra.items():
+        parser.add_argument(f"--{name}", default=default)
+    return parser.parse_args()
+
+
+def kernel_at(revision: str, directory: Path) -> ctypes.CDLL:
+    """`sparse_ffn.c` as committed at `revision`, built with ponder's flags into `directory`."""
+    source = directory / "old.c"
+    shown = subprocess.run(["git", "show", f"{revision}:src/ponder/kernels/sparse_ffn.c"], check=True,
+                           capture_output=True)  # fmt: skip
+    source.write_bytes(shown.stdout)
+    native._build(directory / "old.so", source)
+    return ctypes.CDLL(str(directory / "old.so"))
+
+
+def setup(directory: str, tokens: int):
+    """(model, its adaptive modules, `tokens` real tokens as per-layer FFN inputs [D], each module's dense kernel)."""
+    model, tokenizer = load(directory)
+    modules = adaptive_modules(model)
+    inputs = capture_ffn_inputs(model, tokenizer, load_text(CALIB_DEFAULT), tokens=1024, progress=False)
+    per_token = [[layer[64 + t].clone() for layer in inputs] for t in range(tokens)]
+    dense = [native.DenseKernel(m.gate, m.up, m.down, None, None, m.activation) for m in modules]
+    return model, modules, per_token, dense
+
+
+def timed(step: Callable, tokens: list) -> float:
+    """Milliseconds a token of `step` over `tokens`."""
+    start = time.perf_counter()
+    for token in tokens:
+        step(token)
+    return (time.perf_counter() - start) / len(tokens) * 1e3
+
+
+def report(rows: dict[str, list[float]], header: str) -> None:
+    """Median ms a token per row, its range, and the median per-round ratio to the first row (the dense kernel)."""
+    print(header)
+    baseline = next(iter(rows.values()))
+    for name, times in rows.items():
+        ratio = statistics.median(d / t for d, t in zip(baseline, times, strict=True))
+        spread = f"({min(times):.2f}-{max(times):.2f})"
+        print(f"{name:28s} {statistics.median(times):7.3f} ms/token  {spread}  {ratio:5.2f}× dense")
