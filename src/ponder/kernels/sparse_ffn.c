@@ -74,11 +74,12 @@ static void rows_ffn(const float *x, const float *gate, const float *up, const f
         for (int64_t d = 0; d < D; d++) acc[d] = 0.f;
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < (k + 1) / 2; p++) { /* two neurons a pass: x and acc loaded once for both */
-            const int64_t i0 = idx[2 * p], i1 = 2 * p + 1 < k ? idx[2 * p + 1] : -1;
-            const float *u0 = up + i0 * D, *u1 = up + (i1 < 0 ? i0 : i1) * D;
+            const int64_t i0 = idx[2 * p], i1 = 2 * p + 1 < k ? idx[2 * p + 1] : -1; /* -1: k odd, no second */
+            const int64_t r = i1 < 0 ? i0 : i1;                                           /* rows it reads */
+            const float *u0 = up + i0 * D, *u1 = up + r * D;
             float su0 = 0.f, su1 = 0.f, sg0 = 0.f, sg1 = 0.f;
             if (gate) {
-                const float *g0 = gate + i0 * D, *g1 = gate + (i1 < 0 ? i0 : i1) * D;
+                const float *g0 = gate + i0 * D, *g1 = gate + r * D;
 #pragma omp simd reduction(+ : su0, su1, sg0, sg1)
                 for (int64_t d = 0; d < D; d++) {
                     su0 += u0[d] * x[d], su1 += u1[d] * x[d];
@@ -90,7 +91,7 @@ static void rows_ffn(const float *x, const float *gate, const float *up, const f
             }
             const float a0 = neuron(su0, sg0, i0, gate, gate_bias, up_bias, act);
             const float a1 = i1 < 0 ? 0.f : neuron(su1, sg1, i1, gate, gate_bias, up_bias, act);
-            const float *r0 = down_t + i0 * D, *r1 = down_t + (i1 < 0 ? i0 : i1) * D;
+            const float *r0 = down_t + i0 * D, *r1 = down_t + r * D;
 #pragma omp simd
             for (int64_t d = 0; d < D; d++) acc[d] += a0 * r0[d] + a1 * r1[d];
         }

@@ -38,6 +38,12 @@ Objective = Callable[[torch.Tensor, float], tuple[torch.Tensor, dict[str, float]
 """(windows [B, T], budget) -> (loss, numbers for the progress bar)."""
 
 
+def budgets_between(grid: torch.Tensor, low: float, high: float = 1.0) -> list[float]:
+    """The budgets of a module's calibrated `grid` in [low, high] that the end-to-end phase may draw (never 1:
+    budget 1 runs the original model, the teacher)."""
+    return [b for b in grid.tolist() if low - 1e-6 <= b <= high + 1e-6 and b < 1.0]
+
+
 def _kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     """Mean per-token KL(teacher ‖ student) from logits [B, T, V]."""
     t, s = teacher.log_softmax(-1), student.log_softmax(-1)
@@ -84,7 +90,7 @@ def _train(
     """Adam on the tensors `named` (everything else frozen) for `steps` steps of `objective`, resumable in `work`.
     The learning rate falls linearly to 0 over the last `decay` share of the steps (a function of the step index,
     so a resumed run follows the same schedule)."""
-    decay_start = steps * (1.0 - decay)
+    decay_steps = decay * steps
     work.mkdir(parents=True, exist_ok=True)
     requires = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
@@ -102,7 +108,7 @@ def _train(
                 budget = budgets[int(torch.randint(0, len(budgets), (1,), generator=generator))]
                 loss, shown = objective(rows, budget)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr * min(1.0, (steps - step) / max(steps - decay_start, 1e-9))
+                    group["lr"] = lr * (min(1.0, (steps - step) / decay_steps) if decay_steps else 1.0)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

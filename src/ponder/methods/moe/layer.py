@@ -26,7 +26,7 @@ from ponder.methods.base import SparseFFN, budget_grid, native_token, scorer, sc
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.moe.config import PSEUDO_EXPERTS, MoEConfig
 from ponder.stats import RoutingStats
-from ponder.train.tune import tune_experts
+from ponder.train.tune import budgets_between, tune_experts
 
 POLICY_NAMES = list(routing.POLICIES)
 GROUPED_BELOW = 0.2
@@ -288,8 +288,7 @@ class MoEFFN(SparseFFN):
         config = modules[0].config
         if not config.tune_steps:
             return
-        low, high = config.tune_min_budget - 1e-6, config.tune_max_budget + 1e-6
-        budgets = [b for b in modules[0].budget_grid.tolist() if low <= b <= high and b < 1.0]
+        budgets = budgets_between(modules[0].budget_grid, config.tune_min_budget, config.tune_max_budget)
         tune_experts(model, modules, pool(), budgets, steps=config.tune_steps, seed=config.seed, lr=config.tune_lr,
                      work=work, decay=config.tune_decay, progress=progress)  # fmt: skip
         for module in modules:

@@ -23,7 +23,7 @@ from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, check_gate_
 from ponder.methods.budget_gate import BudgetGate, control_inputs, error_levels, fit_budget_gate
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.nested.config import NestedConfig
-from ponder.train.tune import capture_module_inputs, tune_gates
+from ponder.train.tune import budgets_between, capture_module_inputs, tune_gates
 
 FEEDBACK_TOKENS = 2048  # calibration tokens the closed-loop controller runs on
 FEEDBACK_ROUNDS = 2
@@ -118,7 +118,7 @@ class NestedFFN(SparseFFN):
         if config.router != "budget":
             return
         if config.tune_steps:
-            budgets = [b for b in modules[0].budget_grid.tolist() if config.tune_min_budget - 1e-6 <= b < 1.0]
+            budgets = budgets_between(modules[0].budget_grid, config.tune_min_budget)
             tune_gates(model, modules, pool(), budgets, steps=config.tune_steps, seed=config.seed, work=work,
                        progress=progress)  # fmt: skip
         NestedFFN.control_in_closed_loop(modules, model, windows, shared=bool(config.tune_steps), progress=progress)
