@@ -1,6 +1,6 @@
-"""Prefill executors of a converted `moe` model: the grouped executor (one GEMM per expert over its tokens) against
-the masked dense math, on 512 real tokens through all 30 layers, per budget (same process, interleaved, median).
-It sets `GROUPED_BELOW`, the share of routed experts under which batches run grouped.
+"""Prefill executors of a converted `moe` model on 512 real tokens through all 30 layers, per budget (same process,
+interleaved, median; routing excluded, the same routes for all): the dense FFN, the masked math, the grouped C
+kernel (`native.moe_grouped`, what batches run) and PyTorch's expert loop (the fallback; it sets `GROUPED_BELOW`).
 
     python benchmarks/moe_prefill.py DIR [--budgets 0.75,0.5,0.35,0.25] [--repeats 7]
 """
@@ -33,27 +33,32 @@ def main() -> None:
         for module, x, (chosen, option) in zip(modules, inputs, routes, strict=True):
             if executor == "dense":
                 module.dense_forward(x)
+            elif executor == "loop":
+                module.compensation(x, chosen, option, out=module._grouped_torch(x, chosen))
             else:
                 getattr(module, f"_{executor}")(x, chosen, option)
         return time.perf_counter() - start
 
     print(f"threads={torch.get_num_threads()} tokens=512 repeats={args.repeats}")
-    header = ("budget", "experts run", "dense ms", "masked ms", "grouped ms", "grouped ×")
+    header = ("budget", "experts run", "dense ms", "masked ms", "C ms", "loop ms", "C ×", "loop ×")
     print(" ".join(f"{h:>11s}" for h in header))
     with torch.inference_mode():
         for budget in [float(b) for b in args.budgets.split(",")]:
             set_budget(model, budget)
             routes = [module.route(x) for module, x in zip(modules, inputs, strict=True)]
             share = statistics.mean(float(chosen.float().mean()) for chosen, _ in routes)
-            times: dict[str, list[float]] = {"dense": [], "masked": [], "grouped": []}
+            times: dict[str, list[float]] = {"dense": [], "masked": [], "grouped": [], "loop": []}
             for executor in times:
                 run(executor, routes)  # warm-up
             for _ in range(args.repeats):
                 for executor in times:
                     times[executor].append(run(executor, routes))
             ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-            ratio = statistics.median(d / g for d, g in zip(times["dense"], times["grouped"], strict=True))
-            values = (budget, share, ms["dense"], ms["masked"], ms["grouped"], ratio)
+            ratios = [
+                statistics.median(d / g for d, g in zip(times["dense"], times[kind], strict=True))
+                for kind in ("grouped", "loop")
+            ]
+            values = (budget, share, ms["dense"], ms["masked"], ms["grouped"], ms["loop"], *ratios)
             print(" ".join(f"{v:11.2f}" for v in values))
 
 

@@ -247,6 +247,33 @@ def test_bad_options_are_clear(tokenizer, options, message):
         moe_model(tokenizer, **options)
 
 
+def test_grouped_batches_follow_weight_changes_and_leave_gradients_to_pytorch(model):
+    """The C batch path's panels are rebuilt when a weight changes in place (as a tuning step does), and a batch
+    that needs gradients runs the differentiable PyTorch path."""
+    set_budget(model, 0.5)
+    module = adaptive_modules(model)[0]
+    x = torch.randn(9, 32, generator=torch.Generator().manual_seed(1))
+    saved = module.up_p.clone()
+    with torch.no_grad():
+        chosen, option = module.route(x)
+        before = module._grouped(x, chosen, option)
+        module.up_p.mul_(1.5)
+        try:
+            after = module._grouped(x, chosen, option)
+            torch.testing.assert_close(after, module._masked(x, chosen, option), rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(after, before)
+        finally:
+            module.up_p.copy_(saved)
+    module.up_p.requires_grad_(True)
+    try:
+        assert module._panels_for(x) is None
+        module.fast_forward(x).sum().backward()
+        assert module.up_p.grad is not None and module.up_p.grad.abs().sum() > 0
+    finally:
+        module.up_p.requires_grad_(False)
+        module.up_p.grad = None
+
+
 @pytest.mark.parametrize("family", ["gpt2", "gemma"])  # plain FFN with biases; GLU through the generic path
 def test_executors_equal_reference_across_families(tokenizer, family):
     model = moe_model(tokenizer, family=family, pseudo_experts="zero/copy/constant")

@@ -28,7 +28,11 @@ _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 ACTIVATIONS = {"silu": 0, "gelu_pytorch_tanh": 1, "gelu_new": 1, "gelu": 2, "relu": 3}
 
 
-def _build(target: Path, source: Path) -> None:
+def source_path() -> Path:
+    return Path(str(resources.files("ponder.kernels") / _SOURCE))
+
+
+def _build(target: Path, source: Path, flags: list[str] = _FLAGS) -> None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise OSError("no C compiler found")
@@ -36,7 +40,7 @@ def _build(target: Path, source: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([compiler, *_FLAGS, str(source), "-o", tmp, "-lm"], check=True, capture_output=True)
+        subprocess.run([compiler, *flags, str(source), "-o", tmp, "-lm"], check=True, capture_output=True)
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -47,7 +51,7 @@ def library() -> ctypes.CDLL | None:
     """The compiled kernels, building them on first use; None if they cannot be built here."""
     if os.environ.get("PONDER_NATIVE", "1") == "0":
         return None
-    source = Path(str(resources.files("ponder.kernels") / _SOURCE))
+    source = source_path()
     digest = hashlib.sha256(source.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
     target = cache_root() / "kernels" / f"sparse_ffn-{digest}.so"
     try:
@@ -71,7 +75,10 @@ def library() -> ctypes.CDLL | None:
     lib.layer_skip_decode.argtypes = [pointer, i64, pointer, pointer, i64, pointer, f32, f32, pointer, f32, pointer]
     lib.layer_skip_decode.argtypes += [pointer, i64, i64, pointer, f32] + [pointer] * 4 + [i64, i64] + [pointer] * 3
     lib.layer_skip_decode.restype = i64
-    for fn in (lib.glu_rows, lib.glu_dense, lib.gemv, lib.attention_decode, lib.teal_ffn, lib.cats_ffn, lib.moe_ffn):
+    lib.moe_grouped.argtypes = [pointer, i64, i64, pointer, pointer, pointer, i64, i64, ctypes.c_int, ctypes.c_int]
+    lib.moe_grouped.argtypes += [i64, i64] + [pointer] * 3
+    kernels = (lib.glu_rows, lib.glu_dense, lib.gemv, lib.attention_decode, lib.teal_ffn, lib.cats_ffn, lib.moe_ffn)
+    for fn in (*kernels, lib.moe_grouped):
         fn.restype = None
     return lib
 
@@ -239,6 +246,59 @@ class MoEKernel:
         self._fn(x.data_ptr(), *self._head, policy, knob, *self._middle, out.data_ptr(), *self._tail)
         n, option = self.counts.tolist()
         return out, n, option
+
+
+GROUP_WIDTH = 192  # the widest panel `moe_grouped` takes (sparse_ffn.c)
+
+
+def moe_panels(
+    gate: torch.Tensor | None,
+    up: torch.Tensor,
+    size: int,
+    gate_bias: torch.Tensor | None,
+    up_bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The permuted gate/up rows [F, D] as `moe_grouped`'s panels: per expert of `size` neurons [D, Wp], gate then up
+    columns, zero-padded to Wp (a multiple of 16), and their biases [experts, Wp]; None if Wp > GROUP_WIDTH."""
+    F, D = up.shape
+    parts = [w for w in (gate, up) if w is not None]
+    biases = [b for w, b in ((gate, gate_bias), (up, up_bias)) if w is not None]
+    width = len(parts) * size
+    padded = -(-width // 16) * 16
+    if padded > GROUP_WIDTH:
+        return None
+    experts = F // size
+    columns = torch.cat([w.reshape(experts, size, D) for w in parts], dim=1)  # [experts, width, D]
+    panels = torch.nn.functional.pad(columns.transpose(1, 2), (0, padded - width)).contiguous()  # [experts, D, Wp]
+    bias = torch.cat([up.new_zeros(F) if b is None else b for b in biases]).reshape(len(parts), experts, size)
+    bias = torch.nn.functional.pad(bias.permute(1, 0, 2).reshape(experts, width), (0, padded - width))
+    return panels, bias.contiguous()
+
+
+def moe_grouped(
+    x: torch.Tensor,
+    panels: torch.Tensor,
+    panel_bias: torch.Tensor,
+    down_t: torch.Tensor,
+    *,
+    size: int,
+    glu: bool,
+    activation: str,
+    shared: int,
+    offsets: torch.Tensor,
+    tokens: torch.Tensor,
+) -> torch.Tensor:
+    """Batched MoE FFN without down bias: x [N, D] through the `shared` experts for every token and each routed
+    expert e for tokens[offsets[e]:offsets[e + 1]] (int64 CSR, ascending per expert) → [N, D]."""
+    _check(x, panels, panel_bias, down_t, offsets, tokens)
+    N, D = x.shape
+    routed = offsets.numel() - 1
+    out = x.new_empty(N, D)
+    library().moe_grouped(
+        _ptr(x), N, D, _ptr(panels), _ptr(panel_bias), _ptr(down_t), size, panels.shape[2], int(glu),
+        ACTIVATIONS[activation], shared, routed, _ptr(offsets), _ptr(tokens), _ptr(out),
+    )  # fmt: skip
+    return out
 
 
 def gemv(weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

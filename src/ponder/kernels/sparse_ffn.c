@@ -5,6 +5,7 @@
  * ponder.kernels.native with `cc -O3 -march=native -fopenmp`; PyTorch's eager path is the specification.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <omp.h>
 
@@ -448,4 +449,218 @@ int64_t layer_skip_decode(float *x, int64_t D, const float *w1, const float *b1,
     }
     for (int64_t i = 0; i < D; i++) x[i] += scale[i] * x[i] + shift[i];
     return 1;
+}
+
+/* ---- Grouped MoE for batches (ponder.methods.moe: prefill and batched decode) ---------------------------------
+ * Every expert (the shared ones first, each over all N tokens; then the routed ones, each over the tokens that
+ * chose it, given as CSR: tokens[offsets[e] .. offsets[e+1])) runs on blocks of up to GROUP_TOKENS of its tokens:
+ * the block's pre-activations against the expert's panel, its activations, then its down rows, accumulated in
+ * registers and added into the thread's own output buffer. 24-neuron experts make GEMMs too narrow for BLAS here
+ * (benchmarks/moe_prefill.py); this kernel keeps the FMA units busy at that width.
+ *
+ * panels: per expert [D][Wp]: column c < S holds gate neuron c's input weights (GLU; else up's), column S + c up
+ * neuron c's, zero-padded to Wp, a multiple of 16, at most GROUP_WIDTH; panel_bias: [experts][Wp] (zeros for no
+ * bias); down_t: [F, D] permuted, expert e's rows e*S .. e*S+S-1. y: [N, D] (written). */
+enum { GROUP_TOKENS = 8, GROUP_ITEM = 64, GROUP_WIDTH = 192 };
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+static inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+/* h[t][c] = bias[c] + sum_k x_t[k] W[k][c] for T tokens and NV vectors of 16 columns (W's rows Wp apart). */
+static inline __attribute__((always_inline)) void panel_tile(const float *const *xr, const float *W, int64_t D,
+                                                             int64_t Wp, const float *bias, float *h, int T, int NV) {
+    __m512 acc[GROUP_TOKENS][3];
+    for (int j = 0; j < NV; j++) {
+        const __m512 b = _mm512_loadu_ps(bias + 16 * j);
+        for (int t = 0; t < T; t++) acc[t][j] = b;
+    }
+    for (int64_t k = 0; k < D; k++) {
+        __m512 w[3];
+        for (int j = 0; j < NV; j++) w[j] = _mm512_loadu_ps(W + k * Wp + 16 * j);
+        for (int t = 0; t < T; t++) {
+            const __m512 xv = _mm512_set1_ps(xr[t][k]);
+            for (int j = 0; j < NV; j++) acc[t][j] = _mm512_fmadd_ps(xv, w[j], acc[t][j]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < NV; j++) _mm512_storeu_ps(h + t * GROUP_WIDTH + 16 * j, acc[t][j]);
+}
+
+/* out_t[c0 + c] += sum_i a[t][i] down[i][c0 + c] over S rows, T tokens and NV vectors (the last one masked). */
+static inline __attribute__((always_inline)) void down_tile(const float *a, int64_t S, const float *down, int64_t D,
+                                                            int64_t c0, float *const *out, int T, int NV) {
+    __m512 acc[GROUP_TOKENS][3];
+    __mmask16 m[3];
+    for (int j = 0; j < NV; j++) m[j] = tail_mask(D - c0 - 16 * j);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < NV; j++) acc[t][j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < S; i++) {
+        __m512 d[3];
+        for (int j = 0; j < NV; j++) d[j] = _mm512_maskz_loadu_ps(m[j], down + i * D + c0 + 16 * j);
+        for (int t = 0; t < T; t++) {
+            const __m512 av = _mm512_set1_ps(a[t * GROUP_WIDTH + i]);
+            for (int j = 0; j < NV; j++) acc[t][j] = _mm512_fmadd_ps(av, d[j], acc[t][j]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < NV; j++) {
+            float *o = out[t] + c0 + 16 * j;
+            _mm512_mask_storeu_ps(o, m[j], _mm512_add_ps(_mm512_maskz_loadu_ps(m[j], o), acc[t][j]));
+        }
+}
+
+/* e^v to about 1 ulp: 2^n e^r with n = round(v log2 e), r = v - n ln 2 in two steps, a degree-7 Taylor
+ * polynomial for e^r (|r| <= ln 2 / 2: truncation below 6e-9), scaled by 2^n exactly. */
+static inline __m512 exp_vec(__m512 v) {
+    v = _mm512_max_ps(_mm512_min_ps(v, _mm512_set1_ps(88.f)), _mm512_set1_ps(-104.f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504089f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), v);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.f / 5040.f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* activate() on 16 lanes for silu, gelu (tanh) and relu; gelu (erf) stays scalar (activations). */
+static inline __m512 activate_vec(__m512 v, int act) {
+    const __m512 one = _mm512_set1_ps(1.f);
+    if (act == 0) return _mm512_div_ps(v, _mm512_add_ps(one, exp_vec(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+    if (act == 1) { /* 0.5 v (1 + tanh z), tanh z = 1 - 2 / (1 + e^{2z}) */
+        const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+        const __m512 z = _mm512_mul_ps(_mm512_set1_ps(0.7978845608f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), v3, v));
+        const __m512 e = exp_vec(_mm512_add_ps(z, z));
+        const __m512 tanh = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.f), _mm512_add_ps(one, e)));
+        return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, tanh));
+    }
+    return _mm512_max_ps(v, _mm512_setzero_ps());
+}
+
+/* A block's activations in place: a_i = act(g_i) u_i (GLU) or act(u_i), rows GROUP_WIDTH apart. */
+static void activations(float *h, int64_t n, int64_t S, int glu, int act) {
+    for (int64_t t = 0; t < n; t++) {
+        float *row = h + t * GROUP_WIDTH;
+        if (act == 2) { /* erf: scalar */
+            for (int64_t i = 0; i < S; i++) row[i] = glu ? activate(row[i], act) * row[S + i] : activate(row[i], act);
+            continue;
+        }
+        for (int64_t i = 0; i < S; i += 16) {
+            const __mmask16 m = tail_mask(S - i);
+            __m512 a = activate_vec(_mm512_maskz_loadu_ps(m, row + i), act);
+            if (glu) a = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, row + S + i));
+            _mm512_mask_storeu_ps(row + i, m, a);
+        }
+    }
+}
+
+/* Tiles specialised for each block size T and vector count NV, so the accumulators stay in registers. */
+#define BY_NV(F, T, ...) \
+    (NV == 3 ? F(__VA_ARGS__, T, 3) : NV == 2 ? F(__VA_ARGS__, T, 2) : F(__VA_ARGS__, T, 1))
+#define BY_T(F, ...) \
+    switch (T) { \
+    case 1: BY_NV(F, 1, __VA_ARGS__); break; case 2: BY_NV(F, 2, __VA_ARGS__); break; \
+    case 3: BY_NV(F, 3, __VA_ARGS__); break; case 4: BY_NV(F, 4, __VA_ARGS__); break; \
+    case 5: BY_NV(F, 5, __VA_ARGS__); break; case 6: BY_NV(F, 6, __VA_ARGS__); break; \
+    case 7: BY_NV(F, 7, __VA_ARGS__); break; default: BY_NV(F, 8, __VA_ARGS__); }
+
+/* The pre-activations h [n][GROUP_WIDTH] of n tokens (rows xr) against one expert's panel W [D][Wp] + bias. */
+static void preactivations(const float *const *xr, int64_t n, const float *W, int64_t D, int64_t Wp,
+                           const float *bias, float *h) {
+    for (int64_t c0 = 0; c0 < Wp; c0 += 48) {
+        const int NV = (Wp - c0) / 16 < 3 ? (int)((Wp - c0) / 16) : 3;
+        for (int64_t b = 0; b < n; b += GROUP_TOKENS) {
+            const int T = (int)(n - b < GROUP_TOKENS ? n - b : GROUP_TOKENS);
+            BY_T(panel_tile, xr + b, W + c0, D, Wp, bias + c0, h + b * GROUP_WIDTH + c0)
+        }
+    }
+}
+
+/* out rows += a [n][GROUP_WIDTH] (first S columns) times the expert's down rows [S][D], 48 columns at a time. */
+static void add_down(const float *a, int64_t n, int64_t S, const float *down, int64_t D, float *const *out) {
+    for (int64_t c0 = 0; c0 < D; c0 += 48) {
+        const int NV = (D - c0 + 15) / 16 < 3 ? (int)((D - c0 + 15) / 16) : 3;
+        for (int64_t b = 0; b < n; b += GROUP_TOKENS) {
+            const int T = (int)(n - b < GROUP_TOKENS ? n - b : GROUP_TOKENS);
+            BY_T(down_tile, a + b * GROUP_WIDTH, S, down, D, c0, out + b)
+        }
+    }
+}
+#else /* portable: the same sums, plain loops */
+static void preactivations(const float *const *xr, int64_t n, const float *W, int64_t D, int64_t Wp,
+                           const float *bias, float *h) {
+    for (int64_t t = 0; t < n; t++) {
+        float *row = h + t * GROUP_WIDTH;
+        for (int64_t c = 0; c < Wp; c++) row[c] = bias[c];
+        for (int64_t k = 0; k < D; k++)
+            for (int64_t c = 0; c < Wp; c++) row[c] += xr[t][k] * W[k * Wp + c];
+    }
+}
+
+static void activations(float *h, int64_t n, int64_t S, int glu, int act) {
+    for (int64_t t = 0; t < n; t++) {
+        float *row = h + t * GROUP_WIDTH;
+        for (int64_t i = 0; i < S; i++) row[i] = glu ? activate(row[i], act) * row[S + i] : activate(row[i], act);
+    }
+}
+
+static void add_down(const float *a, int64_t n, int64_t S, const float *down, int64_t D, float *const *out) {
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t i = 0; i < S; i++)
+            for (int64_t d = 0; d < D; d++) out[t][d] += a[t * GROUP_WIDTH + i] * down[i * D + d];
+}
+#endif
+
+/* First position in sorted list[0:n) whose value is >= v. */
+static int64_t lower_bound(const int64_t *list, int64_t n, int64_t v) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi) / 2;
+        if (list[mid] < v) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+void moe_grouped(const float *x, int64_t N, int64_t D, const float *panels, const float *panel_bias,
+                 const float *down_t, int64_t S, int64_t Wp, int glu, int act, int64_t shared, int64_t routed,
+                 const int64_t *offsets, const int64_t *tokens, float *y) {
+#pragma omp parallel
+    { /* each thread owns a range of tokens and runs every expert over its tokens in expert order: every output
+       * row gets its terms in the same order whatever the thread count, and no reduction is needed */
+        const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
+        const int64_t lo = N * me / threads, hi = N * (me + 1) / threads;
+        for (int64_t j = lo * D; j < hi * D; j++) y[j] = 0.f;
+        float h[GROUP_ITEM * GROUP_WIDTH];
+        const float *xr[GROUP_ITEM];
+        float *out[GROUP_ITEM];
+        for (int64_t e = 0; e < shared + routed; e++) {
+            int64_t first = lo, last = hi; /* shared experts: positions are the tokens themselves */
+            const int64_t *list = NULL;
+            if (e >= shared) {
+                const int64_t begin = offsets[e - shared], count = offsets[e - shared + 1] - begin;
+                list = tokens + begin;
+                first = lower_bound(list, count, lo), last = lower_bound(list, count, hi);
+            }
+            for (int64_t start = first; start < last; start += GROUP_ITEM) {
+                const int64_t n = last - start < GROUP_ITEM ? last - start : GROUP_ITEM;
+                for (int64_t t = 0; t < n; t++) {
+                    const int64_t token = list ? list[start + t] : start + t;
+                    xr[t] = x + token * D, out[t] = y + token * D;
+                }
+                preactivations(xr, n, panels + e * D * Wp, D, Wp, panel_bias + e * Wp, h);
+                activations(h, n, S, glu, act);
+                add_down(h, n, S, down_t + e * S * D, D, out);
+            }
+        }
+    }
 }

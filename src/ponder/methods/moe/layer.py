@@ -1,10 +1,11 @@
 """MoE method: the FFN's neurons permuted into shared + routed experts (contiguous row blocks); a router scores the
 routed experts, a policy picks some, and a zero-computation pseudo expert stands in for the ones skipped.
 
-Executors: the masked reference (the specification); grouped for batches where tokens skip most experts (one GEMM
-over the shared rows, then per expert one GEMM over the tokens that chose it, scatter-added back; otherwise the
-masked math is faster here); and for one fp32 token a single C call
-(router, policy, pseudo expert, the chosen experts' rows, compensation), which reads no row of a skipped expert.
+Executors: the masked reference (the specification); grouped for batches (the shared experts over every token,
+each routed expert over the tokens that chose it): one C call (`native.moe_grouped`, register-blocked over blocks of
+an expert's tokens) for fp32 without gradients, else a PyTorch expert loop where tokens skip most experts and the
+masked math where they do not; and for one fp32 token a single C call (router, policy, pseudo expert, the chosen
+experts' rows, compensation), which reads no row of a skipped expert.
 
 Shapes: N = tokens, D = hidden, F = neurons, E = routed experts, S = neurons per expert, P = pseudo experts,
 G = calibrated budgets, Q = routing policies.
@@ -30,10 +31,10 @@ from ponder.train.tune import budgets_between, tune_experts
 
 POLICY_NAMES = list(routing.POLICIES)
 GROUPED_BELOW = 0.2
-"""Batches run expert by expert when tokens choose fewer than this share of the routed experts on average, else
-the masked dense math. 24-neuron experts make narrow GEMMs that cost several times more per FLOP than the dense one
-here: over 512 tokens of SmolLM2 the grouped executor ran at 0.50× / 0.64× / 0.79× / 1.14× of the dense FFN with
-71 / 44 / 27 / 15 % of the experts (benchmarks/moe_prefill.py)."""
+"""Without the C batch kernel, batches run PyTorch's expert loop when tokens choose fewer than this share of the
+routed experts on average, else the masked dense math: 24-neuron experts make GEMMs too narrow for BLAS here (over
+512 tokens of SmolLM2 the loop ran at 0.50× / 0.64× / 0.79× / 1.14× of the dense FFN with 71 / 44 / 27 / 15 % of the
+experts, benchmarks/moe_prefill.py)."""
 PSEUDO_KIND = {"zero": 0, "copy": 1, "constant": 2}  # the C kernel's codes
 TUNED_COPIES = ("gate_p", "up_p", "down_t")
 """The permuted expert weights budgets below 1 run; after the end-to-end phase they are saved as `tuned_<name>`."""
@@ -207,12 +208,19 @@ class MoEFFN(SparseFFN):
         skipped_sum = rows[-1] - chosen.to(rows.dtype) @ rows[:-1]  # the total minus the chosen experts' rows
         return skipped_sum * x if name == "copy" else skipped_sum
 
-    def compensation(self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(x)
+    def compensation(
+        self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Each token's pseudo-expert stand-in [N, D] for the experts it skipped, added into `out` if given.
+        Computed for every token and masked: cheaper than indexing the tokens of each option."""
+        out = torch.zeros_like(x) if out is None else out
         for index, name in enumerate(self.pseudo):
-            tokens = option == index
-            if name != "zero" and tokens.any():
-                out[tokens] = self._stand_in(name, x[tokens], chosen[tokens])
+            if name == "zero":
+                continue
+            uses = (option == index).to(x.dtype)[:, None]  # [N, 1]
+            rows = getattr(self, f"{name}_rows")  # [E + 1, D]: per expert, then the total
+            stand_in = torch.addmm(rows[-1], chosen.to(x.dtype), rows[:-1], alpha=-1)  # total minus chosen
+            out.addcmul_(stand_in * x if name == "copy" else stand_in, uses)
         return out
 
     # --- executors ----------------------------------------------------------------------------------------------
@@ -225,7 +233,8 @@ class MoEFFN(SparseFFN):
         """Every neuron computed, the skipped ones masked out: the specification."""
         shared = torch.ones(x.shape[0], self.shared_rows, dtype=torch.bool)
         mask = torch.cat([shared, chosen.repeat_interleave(self.size, dim=1)], dim=1)  # [N, F]
-        return self.finish((self.neurons(x, slice(None)) * mask) @ self.down_t + self.compensation(x, chosen, option))
+        out = (self.neurons(x, slice(None)) * mask) @ self.down_t
+        return self.finish(self.compensation(x, chosen, option, out=out))
 
     def use_fast(self, x: torch.Tensor) -> bool:
         return x.shape[0] > 1 or native_token(x)
@@ -235,19 +244,50 @@ class MoEFFN(SparseFFN):
             return self._decode(x)
         chosen, option = self.route(x)
         self._count_routed(chosen, option)
-        if chosen.float().mean() > GROUPED_BELOW:  # most experts run: one dense GEMM per projection is faster
-            return self._masked(x, chosen, option)
+        if self._panels_for(x) is None and chosen.float().mean() > GROUPED_BELOW:
+            return self._masked(x, chosen, option)  # most experts run: PyTorch's dense GEMMs beat its expert loop
         return self._grouped(x, chosen, option)
 
     def _grouped(self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
-        """The shared rows for every token, then each expert over the tokens that chose it."""
+        """The shared rows for every token, then each expert over the tokens that chose it: one C call where it
+        applies (`native.moe_grouped`), else an expert loop in PyTorch."""
+        panels = self._panels_for(x)
+        if panels is None:
+            out = self._grouped_torch(x, chosen)
+        else:
+            pairs = chosen.t().nonzero()  # [T, 2]: (expert, token), by expert then token
+            offsets = torch.zeros(self.routed + 1, dtype=torch.int64)
+            torch.cumsum(chosen.sum(0), 0, out=offsets[1:])
+            out = native.moe_grouped(
+                x.contiguous(), *panels, self.down_t, size=self.size, glu=self.gate_p is not None,
+                activation=self.activation, shared=self.config.shared_experts, offsets=offsets,
+                tokens=pairs[:, 1].contiguous(),
+            )  # fmt: skip
+        return self.finish(self.compensation(x, chosen, option, out=out))
+
+    def _grouped_torch(self, x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         shared = slice(0, self.shared_rows)
         out = self.neurons(x, shared) @ self.down_t[shared]  # [N, D]
         for expert in chosen.any(0).nonzero().flatten().tolist():
             tokens = chosen[:, expert].nonzero().flatten()  # [n_e]
             rows = slice(self.shared_rows + expert * self.size, self.shared_rows + (expert + 1) * self.size)
             out.index_add_(0, tokens, self.neurons(x[tokens], rows) @ self.down_t[rows])
-        return self.finish(out + self.compensation(x, chosen, option))
+        return out
+
+    def _panels_for(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """`native.moe_panels` of the current expert weights for a batch x, or None where the C path does not
+        apply: no kernels, not fp32, an activation it lacks, gradients wanted, or experts wider than it takes.
+        Built on first use and rebuilt when a weight changed (tuning steps change them in place)."""
+        weights = (self.gate_p, self.up_p, self.gate_bias_p, self.up_bias_p)
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or self.up_p.requires_grad)
+        if wants_grad or x.dtype != torch.float32 or native.library() is None:
+            return None
+        if self.activation not in native.ACTIVATIONS or self.up_p.dtype != torch.float32:
+            return None
+        key = tuple(None if w is None else (w.data_ptr(), -1 if w.is_inference() else w._version) for w in weights)
+        if self._panels is None or self._panels[0] != key:
+            self._panels = (key, native.moe_panels(*weights[:2], self.size, *weights[2:]))
+        return self._panels[1]
 
     @torch.no_grad()
     def arrange(self) -> None:
@@ -255,7 +295,7 @@ class MoEFFN(SparseFFN):
         if self.tuned_up_p is not None:  # tuned experts replace the copies of the dense rows
             for name in TUNED_COPIES:
                 self.register_buffer(name, getattr(self, f"tuned_{name}"), persistent=False)
-        self._kernel = None  # its pointers name the replaced tensors
+        self._kernel = self._panels = None  # they were made from the replaced tensors
 
     # --- the end-to-end phase (config.tune_steps) -----------------------------------------------------------------
     def tunable(self) -> dict[str, torch.Tensor]:
@@ -268,7 +308,7 @@ class MoEFFN(SparseFFN):
         for name in TUNED_COPIES:
             copy = getattr(self, name)
             self.register_buffer(f"tuned_{name}", None if copy is None else copy.detach())
-        self._kernel = None
+        self._kernel = self._panels = None
 
     @staticmethod
     def _make_room_for_tuned(module: MoEFFN, state_dict: dict, prefix: str, *_) -> None:
