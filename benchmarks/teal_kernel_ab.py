@@ -1,14 +1,16 @@
-"""teal's decode kernel of session 7 (commit 5bdd099: gate|up input-major rows, three parallel regions, no
-prefetch) against this one (block-interleaved rows, one region, prefetch), same process, interleaved rounds, both
+"""teal's decode kernel at a git revision against the working tree's, same process, interleaved rounds, both
 called through bound ctypes arguments with the same thresholds, beside the dense kernel on real SmolLM2 inputs.
+By default the revision is session 7's (5bdd099: gate|up input-major rows, three parallel regions, no prefetch);
+any later one has today's layout (block-interleaved rows, one region, prefetch).
 
-    python benchmarks/teal_kernel_ab.py DIR [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
+    python benchmarks/teal_kernel_ab.py DIR [--rev 5bdd099] [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
 """
 
 from __future__ import annotations
 
 import ctypes
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,26 +30,47 @@ def old_kernel(directory: Path) -> ctypes.CDLL:
     return lib
 
 
-def main() -> None:
-    args = arguments("teal")
-    model, modules, tokens, dense = setup(args.dir, args.tokens)
+def session7_step(lib: ctypes.CDLL, modules: list, thresholds: list) -> Callable:
+    """One token through every layer with session 7's kernel and its [D, 2F] layout; thresholds[0] is read per
+    call, so the caller can set it per budget."""
     hidden, neurons = modules[0].up.shape[1], modules[0].up.shape[0]
+    old_layout = [torch.cat([m.gate, m.up]).t().contiguous() for m in modules]  # [D, 2F]
+    out, work = torch.empty(hidden), torch.empty(4 * neurons + 2 * hidden)
+    index, counts = torch.empty(hidden + neurons, dtype=torch.int64), torch.empty(2, dtype=torch.int64)
+    tail = (out.data_ptr(), work.data_ptr(), index.data_ptr(), counts.data_ptr())
+
+    def step(token):
+        for m, layout, x, (a, c) in zip(modules, old_layout, token, thresholds[0], strict=True):
+            lib.teal_ffn(x.data_ptr(), layout.data_ptr(), m.down_t.data_ptr(), hidden, neurons, 1, a, c,
+                         native.ACTIVATIONS[m.activation], *tail)  # fmt: skip
+
+    return step
+
+
+def bound_step(kernels: list, thresholds: list) -> Callable:
+    def step(token):
+        for kernel, x, (a, c) in zip(kernels, token, thresholds[0], strict=True):
+            kernel(x, a, c)
+
+    return step
+
+
+def main() -> None:
+    args = arguments("teal", rev=OLD)
+    model, modules, tokens, dense = setup(args.dir, args.tokens)
     new = [native.TealKernel(m.in_major, m.down_t, m.activation, True) for m in modules]
+    thresholds: list = [None]  # this budget's, per layer
     with tempfile.TemporaryDirectory() as tmp:
-        lib = old_kernel(Path(tmp))
-        old_layout = [torch.cat([m.gate, m.up]).t().contiguous() for m in modules]  # [D, 2F]
-        out, work = torch.empty(hidden), torch.empty(4 * neurons + 2 * hidden)
-        index, counts = torch.empty(hidden + neurons, dtype=torch.int64), torch.empty(2, dtype=torch.int64)
-        tail = (out.data_ptr(), work.data_ptr(), index.data_ptr(), counts.data_ptr())
-
-        def run_old(token):
-            for m, layout, x, (a, c) in zip(modules, old_layout, token, thresholds, strict=True):
-                lib.teal_ffn(x.data_ptr(), layout.data_ptr(), m.down_t.data_ptr(), hidden, neurons, 1, a, c,
-                             native.ACTIVATIONS[m.activation], *tail)  # fmt: skip
-
-        def run_new(token):
-            for kernel, x, (a, c) in zip(new, token, thresholds, strict=True):
-                kernel(x, a, c)
+        if args.rev == OLD:
+            run_old = session7_step(old_kernel(Path(tmp)), modules, thresholds)
+        else:  # the same layout and arguments: the bound kernels with the old library's function
+            old_fn = kernel_at(args.rev, Path(tmp)).teal_ffn
+            old_fn.argtypes, old_fn.restype = native.library().teal_ffn.argtypes, None
+            old = [native.TealKernel(m.in_major, m.down_t, m.activation, True) for m in modules]
+            for kernel in old:
+                kernel._fn = old_fn
+            run_old = bound_step(old, thresholds)
+        run_new = bound_step(new, thresholds)
 
         def run_dense(token):
             for kernel, x in zip(dense, token, strict=True):
@@ -60,8 +83,8 @@ def main() -> None:
                 rows["dense kernel"].append(timed(run_dense, tokens))
                 for budget in budgets:
                     set_budget(model, budget)
-                    thresholds = [m.threshold_values for m in modules]
-                    rows.setdefault(f"teal {budget}: {OLD} kernel", []).append(timed(run_old, tokens))
+                    thresholds[0] = [m.threshold_values for m in modules]
+                    rows.setdefault(f"teal {budget}: {args.rev} kernel", []).append(timed(run_old, tokens))
                     rows.setdefault(f"teal {budget}: this kernel", []).append(timed(run_new, tokens))
     report(rows, f"threads={torch.get_num_threads()} repeats={args.repeats} tokens={args.tokens}")
 
