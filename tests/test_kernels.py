@@ -142,7 +142,9 @@ def test_moe_grouped_equals_expert_by_expert_and_ignores_threads(
             outs.append(_moe_grouped(*case, **options))
     finally:
         torch.set_num_threads(before)
-    torch.testing.assert_close(outs[0], _moe_expected(*case, **options), rtol=1e-5, atol=1e-5)
+    expected = _moe_expected(*case, **options)
+    scale = float(expected.abs().max().clamp(min=1))  # sums of up to ~100 terms: cancellation near 0 is relative
+    torch.testing.assert_close(outs[0], expected, rtol=1e-5, atol=1e-5 * scale)
     for out in outs[1:]:
         assert torch.equal(out, outs[0])
 
