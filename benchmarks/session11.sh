@@ -15,7 +15,7 @@ python benchmarks/teal_kernel_ab.py runs/s11/teal --rev cb73526 --repeats 20 2>&
 python benchmarks/ffn_modules.py runs/s11/teal --budgets 0.75,0.5,0.25 --repeats 20 --tokens 64 2>&1 \
   | grep -v "Loading weights" > $out/ffn-modules-teal-s11.txt
 ponder bench runs/s11/teal --budgets 0.75,0.5,0.25 --repeats 15 --quiet --json $out/bench-teal-s11.json
-# moe decode: the router's first layer on both threads (the commit after the teal change), then the bench again
-python benchmarks/moe_kernel_ab.py $model --rev HEAD~1 --repeats 15 2>&1 | grep -v "Loading weights" \
+# moe decode: the router's first layer on both threads (the commit after 423c1d9), then the bench again
+python benchmarks/moe_kernel_ab.py $model --rev 423c1d9 --repeats 15 2>&1 | grep -v "Loading weights" \
   > $out/moe-kernel-ab-s11.txt
 ponder bench $model --budgets 0.5 --repeats 7 --quiet --json $out/bench-moe-tuned-mid2-0.5-router-s11.json
