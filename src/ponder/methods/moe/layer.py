@@ -218,9 +218,7 @@ class MoEFFN(SparseFFN):
             if name == "zero":
                 continue
             uses = (option == index).to(x.dtype)[:, None]  # [N, 1]
-            rows = getattr(self, f"{name}_rows")  # [E + 1, D]: per expert, then the total
-            stand_in = torch.addmm(rows[-1], chosen.to(x.dtype), rows[:-1], alpha=-1)  # total minus chosen
-            out.addcmul_(stand_in * x if name == "copy" else stand_in, uses)
+            out.addcmul_(self._stand_in(name, x, chosen), uses)
         return out
 
     # --- executors ----------------------------------------------------------------------------------------------
