@@ -33,12 +33,17 @@ def main() -> None:
     ffns = [layer.ffn for layer in runner.layers]
     hidden = torch.randn(1, model.config.hidden_size)
 
+    tokens = [layer.ffn_token for layer in runner.layers]  # the bound one-token paths the native step calls
     torch_ffns = [ffn.view.module if isinstance(ffn, NativeDenseFFN) else ffn for ffn in ffns]  # the HF modules
 
+    def identity(h: torch.Tensor) -> torch.Tensor:
+        return h
+
     def steps(ffn_kind: str) -> float:
-        chosen = {"kernel": ffns, "torch": torch_ffns, "none": [lambda h: h] * len(ffns)}[ffn_kind]
-        for layer, ffn in zip(runner.layers, chosen, strict=True):
-            layer.ffn = ffn
+        chosen = {"kernel": ffns, "torch": torch_ffns, "none": [identity] * len(ffns)}[ffn_kind]
+        bound = {"kernel": tokens, "torch": [None] * len(ffns), "none": [identity] * len(ffns)}[ffn_kind]
+        for layer, ffn, token_path in zip(runner.layers, chosen, bound, strict=True):
+            layer.ffn, layer.ffn_token = ffn, token_path
         runner.reset(1)
         runner.forward(prompt)
         start = time.perf_counter()

@@ -55,6 +55,25 @@ def test_load_hf_directory(saved_model):
     assert not model.training
 
 
+def _mapped_files(tensor: torch.Tensor) -> list[str]:
+    """Files mapped at the tensor's first byte (Linux /proc/self/maps; empty for process memory)."""
+    address, files = tensor.data_ptr(), []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            low, high = (int(v, 16) for v in fields[0].split("-"))
+            if low <= address < high and len(fields) > 5 and fields[5].startswith("/"):
+                files.append(fields[5])
+    return files
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_load_reads_weights_into_memory(saved_model):
+    """Weights memory-mapped from the file ran SmolLM2's FFN kernels up to 1.3x slower (benchmarks/mmap_ab.py)."""
+    model, _ = load(str(saved_model))
+    assert [p for p in model.parameters() if _mapped_files(p)] == []
+
+
 def test_load_bf16(saved_model):
     model, _ = load(str(saved_model), dtype="bf16")
     assert model.dtype == torch.bfloat16
