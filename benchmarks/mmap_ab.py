@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ponder.inference import LeanDecoder
 from ponder.inference.bench import prompt_ids
 from ponder.kernels import native
-from ponder.models import DEFAULT_MODEL, load
+from ponder.models import DEFAULT_MODEL
 from ponder.models.load import _dequantize_gguf, resolve
 
 
@@ -27,8 +27,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--steps", type=int, default=64)
     args = parser.parse_args()
-    _, tokenizer = load(DEFAULT_MODEL)
-    directory = str(_dequantize_gguf(resolve(DEFAULT_MODEL)[1]))
+    directory = str(_dequantize_gguf(resolve(DEFAULT_MODEL)[1]))  # the fp32 safetensors cache ponder.load reads
+    tokenizer = AutoTokenizer.from_pretrained(directory)
     models = {
         "mmap": AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval(),
         "in memory": AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, disable_mmap=True).eval(),

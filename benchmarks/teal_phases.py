@@ -1,35 +1,31 @@
 """Where teal's one-token kernel spends its time, and whether a neuron order helps it, on real SmolLM2 inputs:
 the dense kernel; teal as converted; teal with no intermediate kept (the gate/up phase and the activations
 only); teal with nothing kept (the call and its parallel region); and teal on a copy of its weights with the
-neurons reordered by how often calibration tokens keep them (most often first, alternating between the two
-threads' halves so both keep as many), which makes kept down rows more often adjacent in memory. Same process,
-interleaved rounds, median ms for one token through all 30 layers.
+neurons reordered by how often the timed tokens themselves keep them (most often first, dealt alternately to the
+two threads' halves so both keep as many; ordering on the timed tokens is the order's best case), which makes
+kept down rows more often adjacent in memory. Same process, interleaved rounds.
 
-    python benchmarks/teal_phases.py DIR [--budgets 0.5,0.25] [--repeats 12] [--tokens 64]
+    python benchmarks/teal_phases.py DIR [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import torch
+from kernel_ab import arguments, report, setup, timed  # benchmarks/ is on sys.path as a script
 
-from ponder.adaptive import adaptive_modules, load, set_budget
-from ponder.data import CALIB_DEFAULT, load_text
+from ponder.adaptive import set_budget
 from ponder.kernels import native
-from ponder.train.capture import capture_ffn_inputs
 
 NOTHING = 1e30  # a threshold no entry exceeds
 
 
 @torch.no_grad()
-def frequency_orders(modules: list, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per layer, neurons by how often the tokens `inputs` keep them at the current budget, dealt alternately to
-    the first and second half (the kernel's two threads own the two halves)."""
+def frequency_orders(modules: list, tokens: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Per layer, neurons by how often `tokens` keep them at the current budget, dealt alternately to the first
+    and second half (the kernel's two threads own the two halves)."""
     orders = []
-    for module, x in zip(modules, inputs, strict=True):
+    for layer, module in enumerate(modules):
+        x = torch.stack([token[layer] for token in tokens])  # [N, D]
         tau_in, tau_mid = module.threshold_values
         kept = module.intermediate(x * (x.abs() > tau_in)).abs() > tau_mid
         ranked = kept.float().mean(0).argsort(descending=True)
@@ -38,67 +34,42 @@ def frequency_orders(modules: list, inputs: list[torch.Tensor]) -> list[torch.Te
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dir", help="a converted teal model (SwiGLU)")
-    parser.add_argument("--budgets", default="0.5,0.25")
-    parser.add_argument("--repeats", type=int, default=12)
-    parser.add_argument("--tokens", type=int, default=64)
-    args = parser.parse_args()
-    model, tokenizer = load(args.dir)
-    modules = adaptive_modules(model)
-    inputs = capture_ffn_inputs(model, tokenizer, load_text(CALIB_DEFAULT), tokens=2048, progress=False)
-    timed_tokens = [[layer[64 + t].clone() for layer in inputs] for t in range(args.tokens)]
-    order_tokens = [layer[512:] for layer in inputs]  # the order is chosen on other tokens than those timed
-    dense = [native.DenseKernel(m.gate, m.up, m.down, None, None, m.activation) for m in modules]
+    args = arguments("teal")
+    model, modules, tokens, dense = setup(args.dir, args.tokens)
     teal = [native.TealKernel(m.in_major, m.down_t, m.activation, m.gate is not None) for m in modules]
 
-    def kernels_run(kernels: list, thresholds: list | None):
-        def run() -> None:
-            for token in timed_tokens:
-                if thresholds is None:
-                    for kernel, x in zip(kernels, token, strict=True):
-                        kernel(x)
-                else:
-                    for kernel, x, (tau_in, tau_mid) in zip(kernels, token, thresholds, strict=True):
-                        kernel(x, tau_in, tau_mid)
+    def step(kernels: list, thresholds: list | None):
+        if thresholds is None:
+            return lambda token: [kernel(x) for kernel, x in zip(kernels, token, strict=True)]
+        return lambda token: [k(x, *t) for k, x, t in zip(kernels, token, thresholds, strict=True)]
 
-        return run
-
-    cases = {"dense kernel": kernels_run(dense, None)}
+    steps = {"dense kernel": step(dense, None)}
     for budget in (float(b) for b in args.budgets.split(",")):
         set_budget(model, budget)
         thresholds = [tuple(m.threshold_values) for m in modules]
         ordered = []
-        for m, order in zip(modules, frequency_orders(modules, order_tokens), strict=True):
+        for m, order in zip(modules, frequency_orders(modules, tokens), strict=True):
             layout = native.teal_layout(m.gate[order].contiguous(), m.up[order].contiguous())
             ordered.append(native.TealKernel(layout, m.down_t[order].contiguous(), m.activation, m.gate is not None))
-        with torch.inference_mode():  # a reordered layout computes the same FFN
-            x, (tau_in, tau_mid) = timed_tokens[0][3], thresholds[3]
-            torch.testing.assert_close(ordered[3](x, tau_in, tau_mid)[0], teal[3](x, tau_in, tau_mid)[0].clone())
-            kept = torch.tensor([
-                teal[i](x, *thresholds[i])[1:] for token in timed_tokens for i, x in enumerate(token)
-            ]).double()  # fmt: skip
+        with torch.inference_mode():
+            x, t = tokens[0][3], thresholds[3]
+            torch.testing.assert_close(ordered[3](x, *t)[0], teal[3](x, *t)[0].clone())  # the same FFN
+            kept = torch.tensor([teal[i](x, *thresholds[i])[1:] for token in tokens for i, x in enumerate(token)])
         hidden, neurons = modules[0].up.shape[1], modules[0].up.shape[0]
-        print(f"b = {budget}: kept {kept[:, 0].mean() / hidden:.3f} of inputs, {kept[:, 1].mean() / neurons:.3f} "
-              f"of neurons (mean over the timed tokens and layers)")  # fmt: skip
-        cases[f"teal {budget}"] = kernels_run(teal, thresholds)
-        cases[f"teal {budget}, gate/up phase only"] = kernels_run(teal, [(t, NOTHING) for t, _ in thresholds])
-        cases[f"teal {budget}, reordered neurons"] = kernels_run(ordered, thresholds)
-    cases["teal, nothing kept"] = kernels_run(teal, [(NOTHING, NOTHING)] * len(modules))
-    seconds: dict[str, list[float]] = {name: [] for name in cases}
+        print(f"b = {budget}: kept {kept[:, 0].double().mean() / hidden:.3f} of inputs, "
+              f"{kept[:, 1].double().mean() / neurons:.3f} of neurons (the timed tokens, all layers)")  # fmt: skip
+        steps[f"teal {budget}"] = step(teal, thresholds)
+        steps[f"teal {budget}, gate/up phase only"] = step(teal, [(t, NOTHING) for t, _ in thresholds])
+        steps[f"teal {budget}, reordered neurons"] = step(ordered, thresholds)
+    steps["teal, nothing kept"] = step(teal, [(NOTHING, NOTHING)] * len(modules))
+    rows: dict[str, list[float]] = {name: [] for name in steps}
     with torch.inference_mode():
-        for run in cases.values():
-            run()
+        for fn in steps.values():
+            timed(fn, tokens)
         for _ in range(args.repeats):
-            for name, run in cases.items():
-                start = time.perf_counter()
-                run()
-                seconds[name].append((time.perf_counter() - start) / len(timed_tokens))
-    print(f"threads={torch.get_num_threads()} repeats={args.repeats} tokens={args.tokens}")
-    for name, t in seconds.items():
-        ratio = statistics.median(d / s for d, s in zip(seconds["dense kernel"], t, strict=True))
-        print(f"{name:36s} {statistics.median(t) * 1e3:7.3f} ms/token  ({min(t) * 1e3:.2f}-{max(t) * 1e3:.2f})  "
-              f"{ratio:5.2f}x dense")  # fmt: skip
+            for name, fn in steps.items():
+                rows[name].append(timed(fn, tokens))
+    report(rows, f"threads={torch.get_num_threads()} repeats={args.repeats} tokens={args.tokens}")
 
 
 if __name__ == "__main__":
