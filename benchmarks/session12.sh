@@ -15,3 +15,5 @@ ponder bench runs/s10/moe-tuned-mid2 --budgets 0.75,0.5,0.25 --repeats 7 --quiet
 python benchmarks/moe_prefill.py runs/s10/moe-tuned-mid2 --repeats 7 2>&1 | quiet > $out/moe-prefill-s12.txt
 # teal's kernel by phase, and with its neurons reordered by how often they are kept
 python benchmarks/teal_phases.py runs/s11/teal --repeats 15 2>&1 | quiet > $out/teal-phases-s12.txt
+# would 2 MB pages help? dense and teal kernels on copies advised MADV_HUGEPAGE
+python benchmarks/hugepages_ab.py runs/s11/teal --repeats 12 2>&1 | quiet > $out/hugepages-ab-s12.txt
