@@ -11,7 +11,7 @@ import ctypes
 import mmap
 
 import torch
-from kernel_ab import arguments, report, setup, timed  # benchmarks/ is on sys.path as a script
+from kernel_ab import arguments, layer_kernels, report, rounds, setup  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import set_budget
 from ponder.kernels import native
@@ -50,24 +50,13 @@ def main() -> None:
     ]
     print(f"AnonHugePages after the copies: {huge_page_kb()} kB")
 
-    def step(kernels: list, thresholds: list | None = None):
-        if thresholds is None:
-            return lambda token: [kernel(x) for kernel, x in zip(kernels, token, strict=True)]
-        return lambda token: [k(x, *t) for k, x, t in zip(kernels, token, thresholds, strict=True)]
-
-    steps = {"dense kernel, 4 KB pages": step(dense), "dense kernel, 2 MB pages": step(huge_dense)}
+    steps = {"dense kernel, 4 KB pages": layer_kernels(dense), "dense kernel, 2 MB pages": layer_kernels(huge_dense)}
     for budget in (float(b) for b in args.budgets.split(",")):
         set_budget(model, budget)
         thresholds = [tuple(m.threshold_values) for m in modules]
-        steps[f"teal {budget}, 4 KB pages"] = step(teal, thresholds)
-        steps[f"teal {budget}, 2 MB pages"] = step(huge_teal, thresholds)
-    rows: dict[str, list[float]] = {name: [] for name in steps}
-    with torch.inference_mode():
-        for fn in steps.values():
-            timed(fn, tokens)
-        for _ in range(args.repeats):
-            for name, fn in steps.items():
-                rows[name].append(timed(fn, tokens))
+        steps[f"teal {budget}, 4 KB pages"] = layer_kernels(teal, thresholds)
+        steps[f"teal {budget}, 2 MB pages"] = layer_kernels(huge_teal, thresholds)
+    rows = rounds(steps, tokens, args.repeats)
     report(rows, f"threads={torch.get_num_threads()} repeats={args.repeats} tokens={args.tokens}")
 
 

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from ponder.adaptive import adaptive_modules, load
 from ponder.data import CALIB_DEFAULT, load_text
 from ponder.kernels import native
@@ -55,6 +57,25 @@ def timed(step: Callable, tokens: list) -> float:
     for token in tokens:
         step(token)
     return (time.perf_counter() - start) / len(tokens) * 1e3
+
+
+def layer_kernels(kernels: list, thresholds: list | None = None) -> Callable:
+    """One token through every layer's kernel: `kernel(x)`, or `kernel(x, *thresholds[layer])`."""
+    if thresholds is None:
+        return lambda token: [kernel(x) for kernel, x in zip(kernels, token, strict=True)]
+    return lambda token: [k(x, *t) for k, x, t in zip(kernels, token, thresholds, strict=True)]
+
+
+def rounds(steps: dict[str, Callable], tokens: list, repeats: int) -> dict[str, list[float]]:
+    """Each step over `tokens` once to warm up, then `repeats` interleaved rounds: ms a token per round."""
+    rows: dict[str, list[float]] = {name: [] for name in steps}
+    with torch.inference_mode():
+        for step in steps.values():
+            timed(step, tokens)
+        for _ in range(repeats):
+            for name, step in steps.items():
+                rows[name].append(timed(step, tokens))
+    return rows
 
 
 def report(rows: dict[str, list[float]], header: str) -> None:

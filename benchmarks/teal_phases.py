@@ -11,7 +11,7 @@ kept down rows more often adjacent in memory. Same process, interleaved rounds.
 from __future__ import annotations
 
 import torch
-from kernel_ab import arguments, report, setup, timed  # benchmarks/ is on sys.path as a script
+from kernel_ab import arguments, layer_kernels, report, rounds, setup  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import set_budget
 from ponder.kernels import native
@@ -38,12 +38,7 @@ def main() -> None:
     model, modules, tokens, dense = setup(args.dir, args.tokens)
     teal = [native.TealKernel(m.in_major, m.down_t, m.activation, m.gate is not None) for m in modules]
 
-    def step(kernels: list, thresholds: list | None):
-        if thresholds is None:
-            return lambda token: [kernel(x) for kernel, x in zip(kernels, token, strict=True)]
-        return lambda token: [k(x, *t) for k, x, t in zip(kernels, token, thresholds, strict=True)]
-
-    steps = {"dense kernel": step(dense, None)}
+    steps = {"dense kernel": layer_kernels(dense)}
     for budget in (float(b) for b in args.budgets.split(",")):
         set_budget(model, budget)
         thresholds = [tuple(m.threshold_values) for m in modules]
@@ -58,17 +53,11 @@ def main() -> None:
         hidden, neurons = modules[0].up.shape[1], modules[0].up.shape[0]
         print(f"b = {budget}: kept {kept[:, 0].double().mean() / hidden:.3f} of inputs, "
               f"{kept[:, 1].double().mean() / neurons:.3f} of neurons (the timed tokens, all layers)")  # fmt: skip
-        steps[f"teal {budget}"] = step(teal, thresholds)
-        steps[f"teal {budget}, gate/up phase only"] = step(teal, [(t, NOTHING) for t, _ in thresholds])
-        steps[f"teal {budget}, reordered neurons"] = step(ordered, thresholds)
-    steps["teal, nothing kept"] = step(teal, [(NOTHING, NOTHING)] * len(modules))
-    rows: dict[str, list[float]] = {name: [] for name in steps}
-    with torch.inference_mode():
-        for fn in steps.values():
-            timed(fn, tokens)
-        for _ in range(args.repeats):
-            for name, fn in steps.items():
-                rows[name].append(timed(fn, tokens))
+        steps[f"teal {budget}"] = layer_kernels(teal, thresholds)
+        steps[f"teal {budget}, gate/up phase only"] = layer_kernels(teal, [(t, NOTHING) for t, _ in thresholds])
+        steps[f"teal {budget}, reordered neurons"] = layer_kernels(ordered, thresholds)
+    steps["teal, nothing kept"] = layer_kernels(teal, [(NOTHING, NOTHING)] * len(modules))
+    rows = rounds(steps, tokens, args.repeats)
     report(rows, f"threads={torch.get_num_threads()} repeats={args.repeats} tokens={args.tokens}")
 
 
