@@ -15,6 +15,7 @@ import torch
 
 from ponder.adaptive import adaptive_modules, load
 from ponder.data import CALIB_DEFAULT, load_text
+from ponder.inference.bench import run_interleaved
 from ponder.kernels import native
 from ponder.train.capture import capture_ffn_inputs
 
@@ -67,15 +68,11 @@ def layer_kernels(kernels: list, thresholds: list | None = None) -> Callable:
 
 
 def rounds(steps: dict[str, Callable], tokens: list, repeats: int) -> dict[str, list[float]]:
-    """Each step over `tokens` once to warm up, then `repeats` interleaved rounds: ms a token per round."""
-    rows: dict[str, list[float]] = {name: [] for name in steps}
+    """Each step over `tokens`, a warm-up round and `repeats` interleaved rounds (`run_interleaved`): ms a token."""
+    cases = {name: (lambda step=step: [step(token) for token in tokens]) for name, step in steps.items()}
     with torch.inference_mode():
-        for step in steps.values():
-            timed(step, tokens)
-        for _ in range(repeats):
-            for name, step in steps.items():
-                rows[name].append(timed(step, tokens))
-    return rows
+        seconds = run_interleaved(cases, repeats, progress=False)
+    return {name: [s / len(tokens) * 1e3 for s in t] for name, t in seconds.items()}
 
 
 def report(rows: dict[str, list[float]], header: str) -> None:

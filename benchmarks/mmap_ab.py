@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import prompt_ids
+from ponder.inference.bench import paired_ratio, prompt_ids
 from ponder.kernels import native
 from ponder.models import DEFAULT_MODEL
 from ponder.models.load import _dequantize_gguf, resolve
@@ -37,47 +37,49 @@ def main() -> None:
     token = prompt[:, -1:]
     x = torch.randn(models["mmap"].config.hidden_size)
 
-    def ffn(model) -> Callable[[], None]:
+    def timed(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    def ffn(model) -> Callable[[], float]:
         kernels = [
             native.DenseKernel(m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight, None, None, "silu")
             for m in (layer.mlp for layer in model.model.layers)
         ]
-        return lambda: [kernel(x) for kernel in kernels]
+        return lambda: timed(lambda: [kernel(x) for kernel in kernels])
 
-    def head(model) -> Callable[[], None]:
-        return lambda: native.gemv(model.lm_head.weight, x)
+    def head(model) -> Callable[[], float]:
+        return lambda: timed(lambda: native.gemv(model.lm_head.weight, x))
 
-    def step(model) -> Callable[[], None]:
+    def step(model) -> Callable[[], float]:
         runner = LeanDecoder(model, max_len=64 + args.steps).runner
 
-        def run() -> None:
+        def run() -> float:  # seconds a decode step after the prompt, the prefill not timed
             runner.reset(1)
             runner.forward(prompt)
-            for _ in range(args.steps):
-                runner.forward(token)
+            return timed(lambda: [runner.forward(token) for _ in range(args.steps)]) / args.steps
 
         return run
 
     cases = {}
     for name, model in models.items():
-        cases[f"FFN, 30 layers, {name}"] = ffn(model), 1
-        cases[f"lm_head GEMV, {name}"] = head(model), 1
-        cases[f"decode step, {name}"] = step(model), args.steps
+        cases[f"FFN, 30 layers, {name}"] = ffn(model)
+        cases[f"lm_head GEMV, {name}"] = head(model)
+        cases[f"decode step, {name}"] = step(model)
     times: dict[str, list[float]] = {name: [] for name in cases}
     with torch.inference_mode():
-        for fn, _ in cases.values():
+        for fn in cases.values():
             fn()
         for _ in range(args.repeats):
-            for name, (fn, per) in cases.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - start) / per)
+            for name, fn in cases.items():
+                times[name].append(fn())
     print(f"threads={torch.get_num_threads()} repeats={args.repeats} (ms, median and min-max)")
     for name, t in times.items():
         print(f"{name:32s} {statistics.median(t) * 1e3:7.2f}  ({min(t) * 1e3:.2f}-{max(t) * 1e3:.2f})")
     for what in ("FFN, 30 layers", "lm_head GEMV", "decode step"):
         mapped, loaded = times[f"{what}, mmap"], times[f"{what}, in memory"]
-        ratio = statistics.median(m / r for m, r in zip(mapped, loaded, strict=True))
+        ratio = paired_ratio(mapped, loaded)
         print(f"{what:32s} mmap / in memory = {ratio:.3f}")
 
 

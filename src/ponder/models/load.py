@@ -143,9 +143,9 @@ def load(
         if getattr(config, FFN_WIDTHS_KEY, None) is not None:
             model = load_per_layer_widths(Path(where), config, torch_dtype)
         else:
-            # Read into process memory, not memory-mapped: SmolLM2's FFN kernels ran 1.15-1.34x slower and a lean
-            # decode step 1.08-1.17x slower from the mapped file (benchmarks/mmap_ab.py, BENCHMARKS.md session 12),
-            # and the sparse executors read copies in process memory, so mapped dense weights flattered every ratio.
+            # Read into process memory, not memory-mapped: from the mapped file SmolLM2's FFN kernels ran up to
+            # 1.34x slower, never faster (benchmarks/mmap_ab.py, BENCHMARKS.md session 12), and the sparse executors
+            # read copies in process memory, so mapped dense weights flattered every ratio.
             model = AutoModelForCausalLM.from_pretrained(
                 str(where), dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
                 disable_mmap=True,
