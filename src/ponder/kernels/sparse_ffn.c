@@ -305,7 +305,7 @@ void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_
         for (int64_t d = 0; d < D; d++) mine[d] = 0.f;
         /* The kept list cut into TEAL_ROWS stretches, one row of each a pass: TEAL_ROWS streams through memory at
          * once instead of one. Kept rows are sorted and often adjacent, so consecutive ones mostly share one stream.
-         * Measured against consecutive rows (benchmarks/teal_kernel_ab.py --rev HEAD): 1.84x -> 1.96x of the dense
+         * Measured against consecutive rows (benchmarks/teal_kernel_ab.py --rev d6ab932~1): 1.84x -> 1.96x of the dense
          * kernel at b = 0.5, 3.68x -> 3.76x at 0.25 (benchmarks/results/teal-kernel-s13.txt). */
         const int64_t L = k / TEAL_ROWS;
         for (int64_t p = 0; p < L; p++) {
