@@ -62,39 +62,28 @@ static inline float neuron(float up_dot, float gate_dot, int64_t i, const float 
  * gate == NULL gives the plain FFN y = sum_j act(u_j) * down_t[idx[j]]. Biases may be NULL.
  * Each neuron is finished (gate, up, down rows) before the next, into per-thread accumulators: measured faster
  * than a coefficient pass followed by axpy_columns (benchmarks/ffn_kernels.py, blocks of 32 at half the neurons:
- * 1.61-1.76x over dense against 1.53-1.56x). Two neurons a pass (x and the accumulator loaded once for both):
- * moe at b = 0.5 / 0.25, 1.62x -> 1.67x / 3.11x -> 3.34x of the dense kernel (benchmarks/moe_kernel_ab.py).
- * scratch: threads x D floats. */
+ * 1.61-1.76x over dense against 1.53-1.56x). One neuron a pass, one row at a time: moe's rows come in runs of
+ * adjacent neurons, which the hardware prefetcher follows as one stream. Against two neurons a pass (four dot
+ * products in one loop), same-process kernel A/Bs at b = 0.5 on an untuned moe conversion: +5% and +5%
+ * (benchmarks/results/moe-kernel-ab-s14*.txt), +12-20% in three earlier runs that day; never slower. One neuron
+ * from each of four stretches of idx (teal's down-phase trick) was 10-20% slower. Thread t takes the t-th
+ * contiguous part of idx. scratch: threads x D floats. */
 static void rows_ffn(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
                      const float *up_bias, const int64_t *idx, int64_t k, int64_t D, int act, float *y,
                      float *scratch) {
     int threads = omp_get_max_threads();
 #pragma omp parallel
     {
-        float *acc = scratch + omp_get_thread_num() * D;
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        float *acc = scratch + t * D;
         for (int64_t d = 0; d < D; d++) acc[d] = 0.f;
-#pragma omp for schedule(static)
-        for (int64_t p = 0; p < (k + 1) / 2; p++) { /* two neurons a pass: x and acc loaded once for both */
-            const int64_t i0 = idx[2 * p], i1 = 2 * p + 1 < k ? idx[2 * p + 1] : -1; /* -1: k odd, no second */
-            const int64_t r = i1 < 0 ? i0 : i1;                                           /* rows it reads */
-            const float *u0 = up + i0 * D, *u1 = up + r * D;
-            float su0 = 0.f, su1 = 0.f, sg0 = 0.f, sg1 = 0.f;
-            if (gate) {
-                const float *g0 = gate + i0 * D, *g1 = gate + r * D;
-#pragma omp simd reduction(+ : su0, su1, sg0, sg1)
-                for (int64_t d = 0; d < D; d++) {
-                    su0 += u0[d] * x[d], su1 += u1[d] * x[d];
-                    sg0 += g0[d] * x[d], sg1 += g1[d] * x[d];
-                }
-            } else {
-#pragma omp simd reduction(+ : su0, su1)
-                for (int64_t d = 0; d < D; d++) su0 += u0[d] * x[d], su1 += u1[d] * x[d];
-            }
-            const float a0 = neuron(su0, sg0, i0, gate, gate_bias, up_bias, act);
-            const float a1 = i1 < 0 ? 0.f : neuron(su1, sg1, i1, gate, gate_bias, up_bias, act);
-            const float *r0 = down_t + i0 * D, *r1 = down_t + r * D;
+        for (int64_t j = k * t / nt; j < k * (t + 1) / nt; j++) {
+            const int64_t i = idx[j];
+            const float a = neuron(dot(up + i * D, x, D), gate ? dot(gate + i * D, x, D) : 0.f, i, gate, gate_bias,
+                                   up_bias, act);
+            const float *row = down_t + i * D;
 #pragma omp simd
-            for (int64_t d = 0; d < D; d++) acc[d] += a0 * r0[d] + a1 * r1[d];
+            for (int64_t d = 0; d < D; d++) acc[d] += a * row[d];
         }
     }
     for (int64_t d = 0; d < D; d++) {
