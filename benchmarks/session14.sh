@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 14: the rows kernel (moe, predictor, core, nested decode) runs one neuron a pass, one row at a time.
+# Session 14: the rows kernel (moe, predictor, nested decode) runs one neuron a pass, one row at a time.
 # Every number in BENCHMARKS.md "Session 14" comes from these commands; raw outputs in benchmarks/results/.
 set -euo pipefail
 out=benchmarks/results
