@@ -37,9 +37,10 @@ def session7_step(lib: ctypes.CDLL, modules: list, thresholds: list) -> Callable
     old_layout = [torch.cat([m.gate, m.up]).t().contiguous() for m in modules]  # [D, 2F]
     out, work = torch.empty(hidden), torch.empty(4 * neurons + 2 * hidden)
     index, counts = torch.empty(hidden + neurons, dtype=torch.int64), torch.empty(2, dtype=torch.int64)
-    tail = (out.data_ptr(), work.data_ptr(), index.data_ptr(), counts.data_ptr())
+    buffers = (out, work, index, counts)  # the closure holds them: a bare data_ptr would not keep them alive
+    tail = tuple(b.data_ptr() for b in buffers)
 
-    def step(token):
+    def step(token, buffers=buffers):
         for m, layout, x, (a, c) in zip(modules, old_layout, token, thresholds[0], strict=True):
             lib.teal_ffn(x.data_ptr(), layout.data_ptr(), m.down_t.data_ptr(), hidden, neurons, 1, a, c,
                          native.ACTIVATIONS[m.activation], *tail)  # fmt: skip

@@ -198,8 +198,9 @@ def cats_ffn(
     _check(x, gate, up, down_t, gate_bias, up_bias)
     F, D = gate.shape
     out = x.new_empty(D)
-    work = _workspace("work", 3 * F)
-    index = _workspace("index", F, torch.int64)
+    threads = torch.get_num_threads()
+    work = _workspace("work", threads * D)
+    index = _workspace("index", threads, torch.int64)
     counts = _workspace("counts", 2, torch.int64)
     library().cats_ffn(
         _ptr(x), _ptr(gate), _ptr(up), _ptr(down_t), _ptr(gate_bias), _ptr(up_bias), D, F, tau,

@@ -25,32 +25,6 @@ static inline float activate(float v, int act) {
     }
 }
 
-/* y[0:n) = sum over rows j in idx of coef[j] * W[idx[j]][0:n); rows have length `stride`. Threads split the columns,
- * so each reads its own contiguous part of every active row and no reduction is needed. */
-static void axpy_columns(const float *coef, const float *W, const int64_t *idx, int64_t k, int64_t n,
-                         int64_t stride, float *y) {
-#pragma omp parallel
-    {
-        int threads = omp_get_num_threads(), t = omp_get_thread_num();
-        int64_t lo = n * t / threads, hi = n * (t + 1) / threads;
-        for (int64_t d = lo; d < hi; d++) y[d] = 0.f;
-        int64_t j = 0;
-        for (; j + 4 <= k; j += 4) { /* four rows per pass: a quarter of the accumulator loads and stores */
-            const float *r0 = W + idx[j] * stride, *r1 = W + idx[j + 1] * stride;
-            const float *r2 = W + idx[j + 2] * stride, *r3 = W + idx[j + 3] * stride;
-            const float c0 = coef[j], c1 = coef[j + 1], c2 = coef[j + 2], c3 = coef[j + 3];
-#pragma omp simd
-            for (int64_t d = lo; d < hi; d++) y[d] += c0 * r0[d] + c1 * r1[d] + c2 * r2[d] + c3 * r3[d];
-        }
-        for (; j < k; j++) {
-            const float *row = W + idx[j] * stride;
-            const float c = coef[j];
-#pragma omp simd
-            for (int64_t d = lo; d < hi; d++) y[d] += c * row[d];
-        }
-    }
-}
-
 /* A neuron's output coefficient from its dot products with x: act(gate·x + bg) * (up·x + bu), or act(up·x + bu). */
 static inline float neuron(float up_dot, float gate_dot, int64_t i, const float *gate, const float *gate_bias,
                            const float *up_bias, int act) {
@@ -61,7 +35,7 @@ static inline float neuron(float up_dot, float gate_dot, int64_t i, const float 
 /* Whole GLU FFN over active neurons: y = sum_j act(g_j) * u_j * down_t[idx[j]], g_j/u_j from gate/up rows.
  * gate == NULL gives the plain FFN y = sum_j act(u_j) * down_t[idx[j]]. Biases may be NULL.
  * Each neuron is finished (gate, up, down rows) before the next, into per-thread accumulators: measured faster
- * than a coefficient pass followed by axpy_columns (benchmarks/ffn_kernels.py, blocks of 32 at half the neurons:
+ * than a coefficient pass followed by a column-split sum of down rows (benchmarks/ffn_kernels.py, blocks of 32 at half the neurons:
  * 1.61-1.76x over dense against 1.53-1.56x). One neuron a pass, one row at a time: moe's rows come in runs of
  * adjacent neurons, which the hardware prefetcher follows as one stream. Against two neurons a pass (four dot
  * products in one loop), same-process kernel A/Bs at b = 0.5 on an untuned moe conversion: +5% and +5%
@@ -333,23 +307,42 @@ void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_
     }
 }
 
-/* CATS in one call: every gate row runs; up and down rows run only where |act(gate)| > tau.
- * work: 3*F floats; index: F int64. counts[0] = active neurons. */
+/* CATS in one call: every gate row runs; up and down rows run only where |act(gate)| > tau. One parallel region:
+ * thread t owns the t-th part of the neurons and adds each active one's down row into its own accumulator, then one
+ * reduction (like rows_ffn), instead of a coefficient pass, a serial gather and a column-split sum of the down rows.
+ * work: threads x D floats; index: threads int64. counts[0] = active neurons. */
 void cats_ffn(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
               const float *up_bias, int64_t D, int64_t F, float tau, int act, float *y, float *work, int64_t *index,
               int64_t *counts) {
-    float *h = work, *coef = work + F, *on = work + 2 * F;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < F; i++) {
-        float a = activate(dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act);
-        on[i] = fabsf(a) > tau ? 1.f : 0.f;
-        h[i] = on[i] != 0.f ? a * (dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f)) : 0.f;
+#pragma omp parallel
+    {
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        float *acc = work + t * D;
+        for (int64_t d = 0; d < D; d++) acc[d] = 0.f;
+        int64_t on = 0;
+        for (int64_t i = F * t / nt; i < F * (t + 1) / nt; i++) {
+            const float a = activate(dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act);
+            if (!(fabsf(a) > tau)) continue;
+            const float c = a * (dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f));
+            const float *row = down_t + i * D;
+#pragma omp simd
+            for (int64_t d = 0; d < D; d++) acc[d] += c * row[d];
+            on++;
+        }
+        index[t] = on;
+#pragma omp barrier
+        for (int64_t d = D * t / nt; d < D * (t + 1) / nt; d++) {
+            float v = 0.f;
+            for (int w = 0; w < nt; w++) v += work[w * D + d];
+            y[d] = v;
+        }
+#pragma omp single nowait
+        {
+            int64_t total = 0;
+            for (int w = 0; w < nt; w++) total += index[w];
+            counts[0] = total;
+        }
     }
-    int64_t k = 0;
-    for (int64_t i = 0; i < F; i++)
-        if (on[i] != 0.f) { index[k] = i; coef[k] = h[i]; k++; }
-    axpy_columns(coef, down_t, index, k, D, D, y);
-    counts[0] = k;
 }
 
 /* ---- the rest of a Llama-style decode step, one token (ponder.inference.decode.RopeRunner is the specification) */
