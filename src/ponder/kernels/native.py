@@ -199,8 +199,8 @@ def cats_ffn(
     F, D = gate.shape
     out = x.new_empty(D)
     threads = torch.get_num_threads()
-    work = _workspace("work", threads * D)
-    index = _workspace("index", threads, torch.int64)
+    work = _workspace("work", F + threads * D)
+    index = _workspace("index", F + threads, torch.int64)
     counts = _workspace("counts", 2, torch.int64)
     library().cats_ffn(
         _ptr(x), _ptr(gate), _ptr(up), _ptr(down_t), _ptr(gate_bias), _ptr(up_bias), D, F, tau,

@@ -308,38 +308,47 @@ void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_
 }
 
 /* CATS in one call: every gate row runs; up and down rows run only where |act(gate)| > tau. One parallel region:
- * thread t owns the t-th part of the neurons and adds each active one's down row into its own accumulator, then one
- * reduction (like rows_ffn), instead of a coefficient pass, a serial gather and a column-split sum of the down rows.
- * work: threads x D floats; index: threads int64. counts[0] = active neurons. */
+ * thread t owns the t-th part of the neurons; it runs their gate rows (one sequential stream) and lists its active
+ * ones, then runs the listed up rows and adds the down rows into its own accumulator, prefetching the rows
+ * PREFETCH_AHEAD neurons ahead (active neurons are scattered, so the hardware prefetcher cannot guess the next row);
+ * one reduction. work: F + threads x D floats; index: F + threads int64. counts[0] = active neurons. */
 void cats_ffn(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
               const float *up_bias, int64_t D, int64_t F, float tau, int act, float *y, float *work, int64_t *index,
               int64_t *counts) {
+    int64_t *active = index + F;
 #pragma omp parallel
     {
         const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        float *acc = work + t * D;
+        const int64_t lo = F * t / nt, hi = F * (t + 1) / nt;
+        float *a = work + lo, *acc = work + F + t * D;
+        int64_t *ix = index + lo, k = 0;
+        for (int64_t i = lo; i < hi; i++) {
+            const float v = activate(dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act);
+            if (fabsf(v) > tau) { ix[k] = i; a[k] = v; k++; }
+        }
         for (int64_t d = 0; d < D; d++) acc[d] = 0.f;
-        int64_t on = 0;
-        for (int64_t i = F * t / nt; i < F * (t + 1) / nt; i++) {
-            const float a = activate(dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act);
-            if (!(fabsf(a) > tau)) continue;
-            const float c = a * (dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f));
+        for (int64_t j = 0; j < k; j++) {
+            if (j + PREFETCH_AHEAD < k) {
+                prefetch_start(up + ix[j + PREFETCH_AHEAD] * D);
+                prefetch_start(down_t + ix[j + PREFETCH_AHEAD] * D);
+            }
+            const int64_t i = ix[j];
+            const float c = a[j] * (dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f));
             const float *row = down_t + i * D;
 #pragma omp simd
             for (int64_t d = 0; d < D; d++) acc[d] += c * row[d];
-            on++;
         }
-        index[t] = on;
+        active[t] = k;
 #pragma omp barrier
         for (int64_t d = D * t / nt; d < D * (t + 1) / nt; d++) {
             float v = 0.f;
-            for (int w = 0; w < nt; w++) v += work[w * D + d];
+            for (int w = 0; w < nt; w++) v += work[F + w * D + d];
             y[d] = v;
         }
 #pragma omp single nowait
         {
             int64_t total = 0;
-            for (int w = 0; w < nt; w++) total += index[w];
+            for (int w = 0; w < nt; w++) total += active[w];
             counts[0] = total;
         }
     }
