@@ -34,14 +34,14 @@ static inline float neuron(float up_dot, float gate_dot, int64_t i, const float 
 
 /* Whole GLU FFN over active neurons: y = sum_j act(g_j) * u_j * down_t[idx[j]], g_j/u_j from gate/up rows.
  * gate == NULL gives the plain FFN y = sum_j act(u_j) * down_t[idx[j]]. Biases may be NULL.
- * Each neuron is finished (gate, up, down rows) before the next, into per-thread accumulators: measured faster
- * than a coefficient pass followed by a column-split sum of down rows (benchmarks/ffn_kernels.py, blocks of 32 at
- * half the neurons: 1.61-1.76x over dense against 1.53-1.56x). One neuron a pass, one row at a time: moe's rows
- * come in runs of adjacent neurons, which the hardware prefetcher follows as one stream. Against two neurons a pass (four dot
- * products in one loop), same-process kernel A/Bs at b = 0.5 on an untuned moe conversion: +5% and +5%
- * (benchmarks/results/moe-kernel-ab-s14*.txt), +12-20% in three earlier runs that day; never slower. One neuron
- * from each of four stretches of idx (teal's down-phase trick) was 10-20% slower. Thread t takes the t-th
- * contiguous part of idx. scratch: threads x D floats. */
+ * Each neuron is finished (gate, up, down rows) before the next, into per-thread accumulators: measured faster than
+ * a coefficient pass followed by a column-split sum of down rows (benchmarks/ffn_kernels.py, blocks of 32 at half
+ * the neurons: 1.61-1.76x over dense against 1.53-1.56x). One neuron a pass, one row at a time: moe's rows come in
+ * runs of adjacent neurons, which the hardware prefetcher follows as one stream. Against two neurons a pass (four
+ * dot products in one loop), same-process kernel A/Bs at b = 0.5 on an untuned moe conversion: +5% and +5%
+ * (benchmarks/results/moe-kernel-ab-s14*.txt), +12-20% in three earlier runs that day; never slower. One neuron from
+ * each of four stretches of idx (teal's down-phase trick) was 10-20% slower. Thread t takes the t-th contiguous part
+ * of idx. scratch: threads x D floats. */
 static void rows_ffn(const float *x, const float *gate, const float *up, const float *down_t, const float *gate_bias,
                      const float *up_bias, const int64_t *idx, int64_t k, int64_t D, int act, float *y,
                      float *scratch) {
