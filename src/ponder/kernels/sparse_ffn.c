@@ -32,6 +32,33 @@ static inline float neuron(float up_dot, float gate_dot, int64_t i, const float 
     return gate ? activate(gate_dot + (gate_bias ? gate_bias[i] : 0.f), act) * u : activate(u, act);
 }
 
+/* Software prefetch for gathered rows: the hardware prefetcher follows a row once it has seen a few of its lines,
+ * but cannot guess which row comes next. Measured on SmolLM2's FFNs (teal at half the inputs): 1.37x -> 1.55x of
+ * the dense kernel (benchmarks/results/teal-kernel-s8.txt); prefetching whole rows instead of their first lines
+ * was slower. */
+enum { PREFETCH_AHEAD = 8, PREFETCH_LINES = 4 };
+
+static inline void prefetch_start(const float *row) {
+    for (int l = 0; l < PREFETCH_LINES; l++) __builtin_prefetch((const char *)row + 64 * l);
+}
+
+/* The closing step of a one-region kernel, called by every thread of the region: once all per-thread accumulators
+ * (threads x D floats) are done, thread t sums its share of the D outputs over all of them. */
+static inline void sum_accumulators(const float *acc, int64_t D, int t, int nt, float *y) {
+#pragma omp barrier
+    for (int64_t d = D * t / nt; d < D * (t + 1) / nt; d++) {
+        float s = 0.f;
+        for (int w = 0; w < nt; w++) s += acc[w * D + d];
+        y[d] = s;
+    }
+}
+
+static inline int64_t sum_counts(const int64_t *counts, int nt) {
+    int64_t total = 0;
+    for (int w = 0; w < nt; w++) total += counts[w];
+    return total;
+}
+
 /* Whole GLU FFN over active neurons: y = sum_j act(g_j) * u_j * down_t[idx[j]], g_j/u_j from gate/up rows.
  * gate == NULL gives the plain FFN y = sum_j act(u_j) * down_t[idx[j]]. Biases may be NULL.
  * Each neuron is finished (gate, up, down rows) before the next, into per-thread accumulators: measured faster than
@@ -181,16 +208,6 @@ void moe_ffn(const float *x, int64_t D, const float *w1, const float *b1, int64_
     out_counts[1] = option;
 }
 
-/* Software prefetch for gathered rows: the hardware prefetcher follows a row once it has seen a few of its lines,
- * but cannot guess which row comes next. Measured on SmolLM2's FFNs (teal at half the inputs): 1.37x -> 1.55x of
- * the dense kernel (benchmarks/results/teal-kernel-s8.txt); prefetching whole rows instead of their first lines
- * was slower. */
-enum { PREFETCH_AHEAD = 8, PREFETCH_LINES = 4 };
-
-static inline void prefetch_start(const float *row) {
-    for (int l = 0; l < PREFETCH_LINES; l++) __builtin_prefetch((const char *)row + 64 * l);
-}
-
 /* TEAL in one call. x [D]; in_major [D, P*Fp] (see TEAL_BLOCK); down_t [F, D]. Inputs with |x_j| <= tau_in and
  * intermediates with |h_i| <= tau_mid are skipped, their weights unread.
  * Layout: each row of in_major holds Fp / TEAL_BLOCK blocks, each TEAL_BLOCK gate weights then (GLU) TEAL_BLOCK up
@@ -290,19 +307,11 @@ void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_
 #pragma omp simd
             for (int64_t d = 0; d < D; d++) mine[d] += c * r[d];
         }
-#pragma omp barrier
-        const int64_t dlo = D * t / threads, dhi = D * (t + 1) / threads;
-        for (int64_t d = dlo; d < dhi; d++) {
-            float s = 0.f;
-            for (int w = 0; w < threads; w++) s += acc[w * D + d];
-            y[d] = s;
-        }
+        sum_accumulators(acc, D, t, threads, y);
 #pragma omp single nowait
         {
-            int64_t total = 0;
-            for (int w = 0; w < threads; w++) total += kept[w];
             counts[0] = m;
-            counts[1] = total;
+            counts[1] = sum_counts(kept, threads);
         }
     }
 }
@@ -339,18 +348,9 @@ void cats_ffn(const float *x, const float *gate, const float *up, const float *d
             for (int64_t d = 0; d < D; d++) acc[d] += c * row[d];
         }
         active[t] = k;
-#pragma omp barrier
-        for (int64_t d = D * t / nt; d < D * (t + 1) / nt; d++) {
-            float v = 0.f;
-            for (int w = 0; w < nt; w++) v += work[F + w * D + d];
-            y[d] = v;
-        }
+        sum_accumulators(work + F, D, t, nt, y);
 #pragma omp single nowait
-        {
-            int64_t total = 0;
-            for (int w = 0; w < nt; w++) total += active[w];
-            counts[0] = total;
-        }
+        counts[0] = sum_counts(active, nt);
     }
 }
 
