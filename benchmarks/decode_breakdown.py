@@ -1,6 +1,6 @@
 """Where a lean decode step's time goes: the whole step, the same step with the FFNs through PyTorch's modules
-instead of the fused C kernel, the step with every FFN replaced by the identity, and the lm_head GEMV alone,
-interleaved in one process (median ms per token).
+instead of the fused C kernel, the step with every FFN replaced by the identity, the lm_head GEMV alone and the
+layers' attention calls alone, interleaved in one process (median ms per token).
 
     python benchmarks/decode_breakdown.py [--repeats 7] [--steps 64]
 """
@@ -57,11 +57,27 @@ def main() -> None:
             native.gemv(model.lm_head.weight, hidden[0])
         return (time.perf_counter() - start) / args.steps
 
+    def attention() -> float:  # every layer's attention call of one step, without the Python loop around it
+        runner.reset(1)
+        runner.forward(prompt)
+        x, ffn_in, work, position = runner._x, runner._ffn_in, runner._work, runner.position
+        cos, sin_signed = runner.cos[position], runner.sin_signed[position]
+        calls = [
+            (layer.kernel, keys[0], values[0])
+            for layer, keys, values in zip(runner.layers, runner.keys, runner.values, strict=True)
+        ]
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            for kernel, keys, values in calls:
+                kernel(x, cos, sin_signed, keys, values, position, ffn_in, work)
+        return (time.perf_counter() - start) / args.steps
+
     cases = {
         "full step": lambda: steps("kernel"),
         "step, PyTorch FFN": lambda: steps("torch"),
         "step without FFN": lambda: steps("none"),
         "lm_head alone": lm_head,
+        "attention alone": attention,
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
     with torch.inference_mode():

@@ -47,6 +47,19 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, length: int) -> torch.Tensor:
     return torch.tensor([ids[:length]])
 
 
+def cpu_name() -> str:
+    """The processor's model name where the OS tells it (Linux: /proc/cpuinfo), else its architecture: ratios from
+    different sessions are only comparable on the same kind of CPU."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -157,7 +170,7 @@ def benchmark(
         "method": getattr(model, "ponder_config", {}).get("method", "dense"),
         "dtype": str(model.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "prompt_tokens": prompt_tokens,
         "new_tokens": new_tokens,
         "prefill_tokens": prefill_tokens,

@@ -48,7 +48,7 @@ def _rate(row: dict, key: str) -> str:
 
 def render_bench(result: dict) -> None:
     title = (
-        f"speed · {result['model']} · {result['dtype']} · {result['threads']} threads · "
+        f"speed · {result['model']} · {result['dtype']} · {result['threads']} threads · {result['cpu']} · "
         f"median (min-max) of {result['repeats']}"
     )
     table = Table(title=title)
