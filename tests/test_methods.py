@@ -13,6 +13,7 @@ from ponder.data import load_text
 from ponder.errors import PonderError
 from ponder.inference import LeanDecoder
 from ponder.methods import METHODS
+from ponder.methods.base import SparseFFN
 from ponder.stats import ComputeMeter
 from ponder.train.capture import capture_ffn_inputs
 
@@ -126,6 +127,28 @@ def test_cached_decode_equals_full_forward_under_sparsity(method, tokenizer):
         runner.reset(1)
         steps = [runner.forward(ids[:, t : t + 1])[0] for t in range(ids.shape[1])]  # one token at a time
     torch.testing.assert_close(torch.stack(steps), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_lean_decode_at_full_budget_is_the_dense_kernel(method, tokenizer, monkeypatch):
+    """At budget 1 the decoder's one-token path gives the dense model's logits bit for bit, and where a method has
+    a bound token path it does not go through `rows_forward` (whose per-layer Python cost made budget 1 decode
+    slower than the dense model it came from)."""
+    ids = torch.randint(2, 200, (1, 12), generator=torch.Generator().manual_seed(6))
+    dense_runner = LeanDecoder(tiny_model("llama")).runner
+    runner = LeanDecoder(converted("llama", method, tokenizer)).runner
+    bound = [layer.ffn_token is not None for layer in runner.layers]
+    original = SparseFFN.rows_forward
+    calls = []
+    monkeypatch.setattr(SparseFFN, "rows_forward", lambda self, x: calls.append(x.shape[0]) or original(self, x))
+    with torch.no_grad():
+        dense_runner.reset(1)
+        runner.reset(1)
+        for t in range(ids.shape[1]):
+            token = ids[:, t : t + 1]
+            assert torch.equal(runner.forward(token), dense_runner.forward(token))
+    if all(bound):
+        assert calls == []
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)

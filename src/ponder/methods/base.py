@@ -225,7 +225,26 @@ class SparseFFN(nn.Module):
         `forward`."""
         if type(self).forward is not SparseFFN.forward:
             return None
-        return lambda x: self.rows_forward(x[None])[0]
+        dense = self.dense_token()
+        if dense is None:
+            return lambda x: self.rows_forward(x[None])[0]
+        return lambda x: dense(x) if self.runs_dense() else self.rows_forward(x[None])[0]
+
+    def dense_token(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Budget 1 for the lean decoder: the dense kernel with its arguments bound once, counted, down bias added,
+        so an adaptive model at budget 1 decodes as fast as the dense model it came from (through `rows_forward`
+        it ran 4-6 % slower, benchmarks/results/baseline-check-s16.txt). None where the kernel does not apply."""
+        if self.activation not in native.ACTIVATIONS or native.library() is None:
+            return None
+        kernel = native.DenseKernel(self.gate, self.up, self.down, self.gate_bias, self.up_bias, self.activation)
+        macs, bias = self.dense_macs(), self.down_bias
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            self._count(macs)
+            out = kernel(x)
+            return out if bias is None else out.add_(bias)
+
+        return run
 
     def runs_dense(self) -> bool:
         return self.budget >= FULL_BUDGET

@@ -94,17 +94,15 @@ class TealFFN(SparseFFN):
         if not self._native():
             return None
         kernel = native.TealKernel(self.in_major, self.down_t, self.activation, self.gate is not None)
-        dense = native.DenseKernel(self.gate, self.up, self.down, None, None, self.activation)
-        width, hidden, dense_macs, bias = self.gate_up_width, self.down_t.shape[1], self.dense_macs(), self.down_bias
+        dense = self.dense_token()
+        width, hidden, bias = self.gate_up_width, self.down_t.shape[1], self.down_bias
 
         def run(x: torch.Tensor) -> torch.Tensor:
             if self.budget >= FULL_BUDGET:
-                out, macs = dense(x), dense_macs
-            else:
-                tau_in, tau_mid = self.threshold_values
-                out, kept_in, kept_mid = kernel(x, tau_in, tau_mid)
-                macs = width * kept_in + hidden * kept_mid
-            self._count(macs)
+                return dense(x)
+            tau_in, tau_mid = self.threshold_values
+            out, kept_in, kept_mid = kernel(x, tau_in, tau_mid)
+            self._count(width * kept_in + hidden * kept_mid)
             return out if bias is None else out.add_(bias)
 
         return run
