@@ -9,11 +9,15 @@ mkdir -p runs/s16
   --set tune_min_budget=0.4 --set tune_max_budget=0.6 -o runs/s16/moe-tuned-mid2 --quiet 2> $out/convert-moe-tuned-mid2-s16.txt
 python benchmarks/moe_kernel_ab.py runs/s16/moe-tuned-mid2 --rev 2900a9f --repeats 25   # see moe-kernel-ab-s16.txt
 python benchmarks/decode_breakdown.py --repeats 7 > $out/decode-breakdown-s16.txt
+python benchmarks/teal_kernel_ab.py runs/s14/teal --rev HEAD --repeats 15 > $out/teal-kernel-ab-s16.txt  # teal vs dense kernel
+python benchmarks/teal_phases.py runs/s14/teal --repeats 15 > $out/teal-phases-s16.txt
 ponder bench runs/s16/moe-tuned-mid2 --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-moe-tuned-mid2-s16.json
 ponder bench runs/s14/teal --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-teal-s16.json
+# both again (…-run2-s16.json)
 for budget in 0.75 0.5 0.25; do
   ponder eval runs/s16/moe-tuned-mid2 --budget $budget --windows 20 --quiet --json $out/eval-moe-tuned-mid2-$budget-s16.json
 done
 # the dense row of `ponder bench` (the adaptive model at budget 1) against the model it came from; before and after
 # the bound dense kernel at budget 1 (results/baseline-check-s16.txt)
 python benchmarks/budget_one_ab.py runs/s16/moe-tuned-mid2 runs/s14/teal
+ponder bench runs/s16/moe-tuned-mid2 --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-moe-tuned-mid2-fair-s16.json
