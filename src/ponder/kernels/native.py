@@ -356,7 +356,7 @@ class TealKernel(_TokenKernel):
         threads = torch.get_num_threads()
         if threads > self._threads:  # scratch grows with the thread count (torch.set_num_threads may raise it)
             D, padded = self.out.shape[0], self._neurons  # sizes as sparse_ffn.c's teal_ffn documents them
-            self._work = torch.empty(self._width + D + padded + threads * D)
+            self._work = torch.empty(D + padded + threads * (D + self._width))
             self._index = torch.empty(D + padded + threads, dtype=torch.int64)
             self._threads = threads
         counts = self._counts

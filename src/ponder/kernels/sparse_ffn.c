@@ -215,11 +215,12 @@ void moe_ffn(const float *x, int64_t D, const float *w1, const float *b1, int64_
 /* TEAL in one call. x [D]; in_major [D, P*Fp] (see TEAL_BLOCK); down_t [F, D]. Inputs with |x_j| <= tau_in and
  * intermediates with |h_i| <= tau_mid are skipped, their weights unread.
  * Layout: each row of in_major holds Fp / TEAL_BLOCK blocks, each TEAL_BLOCK gate weights then (GLU) TEAL_BLOCK up
- * weights of the same neurons, Fp = F rounded up to TEAL_BLOCK (zero padding), so the part of a row that one
- * thread needs is one contiguous stretch.
- * One parallel region: thread t owns a range of neurons; it accumulates their pre-activations over the kept inputs,
- * activates them, keeps its own large ones and adds their down rows into its own accumulator; one reduction.
- * work: P*Fp + D + Fp + threads*D floats; index: D + Fp + threads int64. counts[0] = kept inputs, [1] = neurons. */
+ * weights of the same neurons, Fp = F rounded up to TEAL_BLOCK (zero padding), so a thread's range of neurons is
+ * one contiguous stretch of a row.
+ * One parallel region: thread t accumulates the whole rows of its share of the kept inputs; then it owns a range of
+ * neurons: sums their pre-activations over the threads' shares, activates them, keeps its own large ones and adds
+ * their down rows into its own accumulator; one reduction.
+ * work: D + Fp + threads*(D + P*Fp) floats; index: D + Fp + threads int64. counts[0] = kept inputs, [1] = neurons. */
 #define TEAL_BLOCK 16
 /* Rows a pass in both phases: the accumulators are loaded and stored once for TEAL_ROWS rows. Measured against four
  * (benchmarks/teal_kernel_ab.py, same process): 1.78x -> 1.87x of the dense kernel at b = 0.5, 3.38x -> 3.51x at
@@ -228,60 +229,59 @@ void moe_ffn(const float *x, int64_t D, const float *w1, const float *b1, int64_
 void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_t D, int64_t F, int glu,
               float tau_in, float tau_mid, int act, float *y, float *work, int64_t *index, int64_t *counts) {
     const int64_t B = TEAL_BLOCK, P = glu ? 2 : 1, blocks = (F + B - 1) / B, Fp = blocks * B, W = P * Fp;
-    float *pre = work, *coef = work + W, *h = coef + D, *acc = h + Fp;
+    float *coef = work, *h = coef + D, *acc = h + Fp, *pre = acc; /* pre: threads x W, after acc's threads x D */
     int64_t *in_idx = index, *mid_idx = index + D, *kept = index + D + Fp;
     int64_t m = 0;
 #pragma omp parallel
     {
         const int threads = omp_get_num_threads(), t = omp_get_thread_num();
+        float *part = pre + threads * D + t * W; /* this thread's pre-activations over its share of the inputs */
 #pragma omp single
         for (int64_t j = 0; j < D; j++)
             if (fabsf(x[j]) > tau_in) { in_idx[m] = j; coef[m] = x[j]; m++; }
-        const int64_t lo = blocks * t / threads * B, n = blocks * (t + 1) / threads * B - lo;
-        float *g = pre + lo, *u = pre + Fp + lo; /* u is used for GLU only */
-        for (int64_t i = 0; i < n; i++) g[i] = 0.f;
-        if (glu)
-            for (int64_t i = 0; i < n; i++) u[i] = 0.f;
-        int64_t j = 0;
-        for (; j + TEAL_ROWS <= m; j += TEAL_ROWS) { /* TEAL_ROWS input rows per pass */
+        for (int64_t i = 0; i < W; i++) part[i] = 0.f;
+        /* Thread t takes the t-th part of the kept inputs and reads their whole rows: adjacent kept inputs are
+         * adjacent rows, one stream through memory, where splitting each row between the threads left gaps. On an
+         * AMD EPYC: 1.29-1.31x -> 1.40-1.43x of the dense kernel at b = 0.5, 2.25x -> 2.35x at 0.25 (fast state;
+         * +2.5 % / 0 in the slow one), the gate/up phase 3.73 -> 3.23 ms a token
+         * (benchmarks/results/teal-kernel-rowsplit-s16.txt). */
+        const int64_t jlo = m * t / threads, jhi = m * (t + 1) / threads;
+        int64_t j = jlo;
+        for (; j + TEAL_ROWS <= jhi; j += TEAL_ROWS) { /* TEAL_ROWS input rows per pass */
             const float *r[TEAL_ROWS];
             float c[TEAL_ROWS];
-            for (int q = 0; q < TEAL_ROWS; q++) r[q] = in_major + in_idx[j + q] * W + P * lo, c[q] = coef[j + q];
-            if (j + TEAL_ROWS + PREFETCH_AHEAD <= m)
+            for (int q = 0; q < TEAL_ROWS; q++) r[q] = in_major + in_idx[j + q] * W, c[q] = coef[j + q];
+            if (j + TEAL_ROWS + PREFETCH_AHEAD <= jhi)
                 for (int q = PREFETCH_AHEAD; q < PREFETCH_AHEAD + TEAL_ROWS; q++)
-                    prefetch_start(in_major + in_idx[j + q] * W + P * lo);
-            for (int64_t b = 0; b < n; b += B) {
-                const int64_t o = P * b;
+                    prefetch_start(in_major + in_idx[j + q] * W);
 #pragma omp simd
-                for (int64_t e = 0; e < B; e++) {
-                    float sg = g[b + e];
-                    for (int q = 0; q < TEAL_ROWS; q++) sg += c[q] * r[q][o + e];
-                    g[b + e] = sg;
-                }
-                if (glu) {
-#pragma omp simd
-                    for (int64_t e = 0; e < B; e++) {
-                        float su = u[b + e];
-                        for (int q = 0; q < TEAL_ROWS; q++) su += c[q] * r[q][o + B + e];
-                        u[b + e] = su;
-                    }
-                }
+            for (int64_t e = 0; e < W; e++) {
+                float v = part[e];
+                for (int q = 0; q < TEAL_ROWS; q++) v += c[q] * r[q][e];
+                part[e] = v;
             }
         }
-        for (; j < m; j++) {
-            const float *r = in_major + in_idx[j] * W + P * lo;
+        for (; j < jhi; j++) {
+            const float *r = in_major + in_idx[j] * W;
             const float c = coef[j];
-            for (int64_t b = 0; b < n; b += B)
-                for (int64_t e = 0; e < B; e++) {
-                    g[b + e] += c * r[P * b + e];
-                    if (glu) u[b + e] += c * r[P * b + B + e];
-                }
+#pragma omp simd
+            for (int64_t e = 0; e < W; e++) part[e] += c * r[e];
+        }
+#pragma omp barrier
+        /* Thread t owns a range of neurons: their pre-activations summed over the threads' parts. */
+        const int64_t lo = blocks * t / threads * B, n = blocks * (t + 1) / threads * B - lo;
+        float *gu = part + P * lo; /* as in a row: per block of B neurons, B gate (or up) then (GLU) B up values */
+        for (int64_t e = 0; e < P * n; e++) {
+            float v = 0.f;
+            for (int w = 0; w < threads; w++) v += pre[threads * D + w * W + P * lo + e];
+            gu[e] = v; /* the summed value overwrites this thread's own part, which nobody reads past the barrier */
         }
         const int64_t real = lo >= F ? 0 : (lo + n > F ? F - lo : n); /* padding neurons never run */
         float *hv = h + lo;
         int64_t *ix = mid_idx + lo, k = 0;
         for (int64_t i = 0; i < real; i++) {
-            const float a = glu ? activate(g[i], act) * u[i] : activate(g[i], act);
+            const float *block = gu + P * (i - i % B);
+            const float a = glu ? activate(block[i % B], act) * block[B + i % B] : activate(block[i % B], act);
             if (fabsf(a) > tau_mid) { ix[k] = lo + i; hv[k] = a; k++; }
         }
         kept[t] = k;
