@@ -21,3 +21,8 @@ done
 # the bound dense kernel at budget 1 (results/baseline-check-s16.txt)
 python benchmarks/budget_one_ab.py runs/s16/moe-tuned-mid2 runs/s14/teal
 ponder bench runs/s16/moe-tuned-mid2 --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-moe-tuned-mid2-fair-s16.json
+# teal kernel, kept inputs split between the threads (2d0f3a7): kernel A/B three times, phases, two end-to-end benches
+python benchmarks/teal_kernel_ab.py runs/s14/teal --rev ce230cf --repeats 15   # see teal-kernel-rowsplit-s16.txt
+python benchmarks/teal_phases.py runs/s14/teal --repeats 15
+ponder bench runs/s14/teal --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-teal-rowsplit-s16.json
+ponder bench runs/s14/teal --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-teal-rowsplit-run2-s16.json
