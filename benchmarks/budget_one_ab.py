@@ -8,9 +8,9 @@ warm-up). A second load of the dense model shows how much two copies of the same
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
+from kernel_ab import report_decodes  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import load as load_adaptive
 from ponder.adaptive import set_budget
@@ -36,11 +36,7 @@ def main() -> None:
     with torch.inference_mode():
         seconds = run_interleaved(cases, args.repeats, progress=False)
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, {args.repeats} rounds")
-    baseline = seconds["dense model"]
-    for name, times in seconds.items():
-        rates = [128 / t for t in times]
-        ratio = statistics.median(b / t for b, t in zip(baseline, times, strict=True))
-        print(f"{name:48s} {statistics.median(rates):6.1f} tok/s ({min(rates):.1f}-{max(rates):.1f})  {ratio:.3f}×")
+    report_decodes(seconds, 128)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""What the kernel A/B scripts share (teal_kernel_ab.py, moe_kernel_ab.py): the arguments, a kernel built from
-`sparse_ffn.c` at a git revision, real one-token FFN inputs, the dense kernels, timing and the report."""
+"""What the kernel A/B scripts share (teal_kernel_ab.py, moe_kernel_ab.py, decode_kernel_ab.py, budget_one_ab.py):
+the arguments, a kernel built from `sparse_ffn.c` at a git revision, real one-token FFN inputs, the dense kernels,
+timing and the reports."""
 
 from __future__ import annotations
 
@@ -83,3 +84,14 @@ def report(rows: dict[str, list[float]], header: str) -> None:
         ratio = statistics.median(d / t for d, t in zip(baseline, times, strict=True))
         spread = f"({min(times):.2f}-{max(times):.2f})"
         print(f"{name:28s} {statistics.median(times):7.3f} ms/token  {spread}  {ratio:5.2f}× dense")
+
+
+def report_decodes(seconds: dict[str, list[float]], tokens: int) -> None:
+    """Median tokens/s per case (seconds per decode of `tokens` new tokens), its range, and the median per-round
+    ratio to the first case."""
+    baseline = next(iter(seconds.values()))
+    for name, times in seconds.items():
+        rates = [tokens / t for t in times]
+        ratio = statistics.median(b / t for b, t in zip(baseline, times, strict=True))
+        spread = f"({min(rates):.1f}-{max(rates):.1f})"
+        print(f"{name:48s} {statistics.median(rates):6.1f} tok/s {spread}  {ratio:.3f}×")
