@@ -27,3 +27,4 @@ python benchmarks/teal_phases.py runs/s14/teal --repeats 15
 ponder bench runs/s14/teal --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-teal-rowsplit-s16.json
 ponder bench runs/s14/teal --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-teal-rowsplit-run2-s16.json
 python benchmarks/decode_kernel_ab.py runs/s14/teal --rev ce230cf --budgets 0.5,0.25 --repeats 7  # twice
+ponder eval runs/s14/teal --budget 0.5 --windows 20 --quiet --json $out/eval-teal-0.5-s16.json
