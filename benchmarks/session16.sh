@@ -28,3 +28,4 @@ ponder bench runs/s14/teal --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $o
 ponder bench runs/s14/teal --budgets 0.75,0.5,0.25 --repeats 7 --quiet --json $out/bench-teal-rowsplit-run2-s16.json
 python benchmarks/decode_kernel_ab.py runs/s14/teal --rev ce230cf --budgets 0.5,0.25 --repeats 7  # twice
 ponder eval runs/s14/teal --budget 0.5 --windows 20 --quiet --json $out/eval-teal-0.5-s16.json
+python benchmarks/moe_token_path_ab.py runs/s16/moe-tuned-mid2   # after MoEFFN.token_forward

@@ -334,9 +334,28 @@ class MoEFFN(SparseFFN):
         for module in modules:
             module.keep_tuned()
 
+    def token_forward(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The lean decoder's path: the dense kernel at budget 1, else `moe_ffn`, without `rows_forward`'s dispatch."""
+        dense = self.dense_token()
+        if dense is None:
+            return super().token_forward()
+        bias = self.down_bias
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            if self.runs_dense():
+                return dense(x)
+            out = self._token(x)
+            return out if bias is None else out.add_(bias)
+
+        return run
+
     def _decode(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.activation not in native.ACTIVATIONS:
             return None
+        return self.finish(self._token(x[0].contiguous())[None])
+
+    def _token(self, x: torch.Tensor) -> torch.Tensor:
+        """One contiguous fp32 token x [D] through `moe_ffn` (built on first use), counted: [D] without down bias."""
         if self._kernel is None:
             first, second = self.router[0], self.router[2]
             self._kernel = native.MoEKernel(
@@ -349,14 +368,14 @@ class MoEFFN(SparseFFN):
                 size=self.size,
                 activation=self.activation,
             )
-        out, n, option = self._kernel(x[0].contiguous(), self._policy_index, self.knob())
+        out, n, option = self._kernel(x, self._policy_index, self.knob())
         if self.stats is not None:
             chosen = torch.zeros(1, self.routed, dtype=torch.bool)
             chosen[0, self._kernel.chosen[:n]] = True
             self.stats.add(chosen, torch.tensor([option]), self.pseudo)
         compensating = self._compensates[option] if self.pseudo else False
         self._count(self._fixed_macs + n * self._expert_macs + compensating * (n + 1) * self._d_model)
-        return self.finish(out[None])
+        return out
 
     def extra_repr(self) -> str:
         experts = f"experts={self.config.experts} ({self.config.shared_experts} shared)"
