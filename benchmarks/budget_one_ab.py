@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from kernel_ab import report_decodes  # benchmarks/ is on sys.path as a script
+from kernel_ab import compare_decodes  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import load as load_adaptive
 from ponder.adaptive import set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import cpu_name, prompt_ids, run_interleaved
+from ponder.inference.bench import prompt_ids
 from ponder.models import DEFAULT_MODEL, load
 
 
@@ -33,10 +32,7 @@ def main() -> None:
     prompt = prompt_ids(tokenizer, 64)
     decoders = {name: LeanDecoder(model, max_len=64 + 128) for name, model in models.items()}
     cases = {name: (lambda d=decoder: d.generate(prompt, 128)) for name, decoder in decoders.items()}
-    with torch.inference_mode():
-        seconds = run_interleaved(cases, args.repeats, progress=False)
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, {args.repeats} rounds")
-    report_decodes(seconds, 128)
+    compare_decodes(cases, args.repeats)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
-from kernel_ab import kernel_at, report_decodes  # benchmarks/ is on sys.path as a script
+from kernel_ab import compare_decodes, kernel_at  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import load, set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import cpu_name, prompt_ids, run_interleaved
+from ponder.inference.bench import prompt_ids
 from ponder.kernels import native
 
 
@@ -49,10 +48,7 @@ def main() -> None:
         for budget in [float(b) for b in args.budgets.split(",")]:
             cases[f"teal {budget}: {args.rev} kernel"] = decode(budget, old_fn)
             cases[f"teal {budget}: this kernel"] = decode(budget, new_fn)
-        with torch.inference_mode():
-            seconds = run_interleaved(cases, args.repeats, progress=False)
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, {args.repeats} rounds, 128 new tokens after 64")
-    report_decodes(seconds, 128)
+        compare_decodes(cases, args.repeats)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 
 from ponder.adaptive import adaptive_modules, load
 from ponder.data import CALIB_DEFAULT, load_text
-from ponder.inference.bench import run_interleaved
+from ponder.inference.bench import cpu_name, run_interleaved
 from ponder.kernels import native
 from ponder.train.capture import capture_ffn_inputs
 
@@ -86,9 +86,12 @@ def report(rows: dict[str, list[float]], header: str) -> None:
         print(f"{name:28s} {statistics.median(times):7.3f} ms/token  {spread}  {ratio:5.2f}× dense")
 
 
-def report_decodes(seconds: dict[str, list[float]], tokens: int) -> None:
-    """Median tokens/s per case (seconds per decode of `tokens` new tokens), its range, and the median per-round
-    ratio to the first case."""
+def compare_decodes(cases: dict[str, Callable], repeats: int, tokens: int = 128) -> None:
+    """Time lean decodes of `tokens` new tokens after a 64-token prompt, interleaved (`run_interleaved`), and print
+    each case's median tokens/s, its range, and the median per-round ratio to the first case."""
+    with torch.inference_mode():
+        seconds = run_interleaved(cases, repeats, progress=False)
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, {repeats} rounds, {tokens} new tokens after 64")
     baseline = next(iter(seconds.values()))
     for name, times in seconds.items():
         rates = [tokens / t for t in times]

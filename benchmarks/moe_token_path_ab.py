@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from kernel_ab import report_decodes  # benchmarks/ is on sys.path as a script
+from kernel_ab import compare_decodes  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import load, set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import cpu_name, prompt_ids, run_interleaved
+from ponder.inference.bench import prompt_ids
 
 
 def main() -> None:
@@ -44,10 +43,7 @@ def main() -> None:
         f"moe {args.budget}: rows_forward path": decode(generic, args.budget),
         f"moe {args.budget}: bound path": decode(bound, args.budget),
     }
-    with torch.inference_mode():
-        seconds = run_interleaved(cases, args.repeats, progress=False)
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, {args.repeats} rounds, 128 new tokens after 64")
-    report_decodes(seconds, 128)
+    compare_decodes(cases, args.repeats)
 
 
 if __name__ == "__main__":
