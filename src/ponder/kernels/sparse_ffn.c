@@ -229,13 +229,13 @@ void moe_ffn(const float *x, int64_t D, const float *w1, const float *b1, int64_
 void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_t D, int64_t F, int glu,
               float tau_in, float tau_mid, int act, float *y, float *work, int64_t *index, int64_t *counts) {
     const int64_t B = TEAL_BLOCK, P = glu ? 2 : 1, blocks = (F + B - 1) / B, Fp = blocks * B, W = P * Fp;
-    float *coef = work, *h = coef + D, *acc = h + Fp, *pre = acc; /* pre: threads x W, after acc's threads x D */
+    float *coef = work, *h = coef + D, *acc = h + Fp; /* acc: threads x D, then each thread's W pre-activations */
     int64_t *in_idx = index, *mid_idx = index + D, *kept = index + D + Fp;
     int64_t m = 0;
 #pragma omp parallel
     {
         const int threads = omp_get_num_threads(), t = omp_get_thread_num();
-        float *part = pre + threads * D + t * W; /* this thread's pre-activations over its share of the inputs */
+        float *parts = acc + threads * D, *part = parts + t * W; /* part: over this thread's share of the inputs */
 #pragma omp single
         for (int64_t j = 0; j < D; j++)
             if (fabsf(x[j]) > tau_in) { in_idx[m] = j; coef[m] = x[j]; m++; }
@@ -273,7 +273,7 @@ void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_
         float *gu = part + P * lo; /* as in a row: per block of B neurons, B gate (or up) then (GLU) B up values */
         for (int64_t e = 0; e < P * n; e++) {
             float v = 0.f;
-            for (int w = 0; w < threads; w++) v += pre[threads * D + w * W + P * lo + e];
+            for (int w = 0; w < threads; w++) v += parts[w * W + P * lo + e];
             gu[e] = v; /* the summed value overwrites this thread's own part, which nobody reads past the barrier */
         }
         const int64_t real = lo >= F ? 0 : (lo + n > F ? F - lo : n); /* padding neurons never run */
