@@ -57,15 +57,20 @@ def tiny_model(family: str, seed: int = 0):
 def kill_tuning_in_step(monkeypatch, step: int) -> None:
     """Make the end-to-end phase (`ponder.train.tune`) raise KeyboardInterrupt during step `step` (0-based), as a
     kill would; `monkeypatch.undo()` revives it."""
-    original, calls = tune._kl, []
+    original, calls = tune._comparison, []
 
-    def dying(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        if len(calls) == step + 1:
-            raise KeyboardInterrupt
-        return original(teacher, student)
+    def comparison(model, rows: torch.Tensor):
+        outputs, divergence = original(model, rows)
 
-    monkeypatch.setattr(tune, "_kl", dying)
+        def dying(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+            calls.append(1)
+            if len(calls) == step + 1:
+                raise KeyboardInterrupt
+            return divergence(teacher, student)
+
+        return outputs, dying
+
+    monkeypatch.setattr(tune, "_comparison", comparison)
 
 
 def tiny_unsupported_model():

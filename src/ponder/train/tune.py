@@ -19,6 +19,7 @@ step's data and budget come from a generator seeded by the step index, so a resu
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ponder.io import save_tensors_atomic
+from ponder.train.head_kl import head_kl, logits_kl
 
 STATE_FILE = "tune.safetensors"
 TUNE_LR = 1e-3  # the gates'
@@ -44,10 +46,22 @@ def budgets_between(grid: torch.Tensor, low: float, high: float = 1.0) -> list[f
     return [b for b in grid.tolist() if low - 1e-6 <= b <= high + 1e-6 and b < 1.0]
 
 
-def _kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-    """Mean per-token KL(teacher ‖ student) from logits [B, T, V]."""
-    t, s = teacher.log_softmax(-1), student.log_softmax(-1)
-    return (t.exp() * (t - s)).sum(-1).mean()
+Outputs = Callable[[torch.Tensor], torch.Tensor]
+Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def _comparison(model: nn.Module, rows: torch.Tensor) -> tuple[Outputs, Divergence]:
+    """What the phase takes from each forward and how it compares teacher and student: the final hidden states
+    through `head_kl` where the logits are a linear head of them (checked on a few tokens of `rows`, model at full
+    budget), else the whole logits through `logits_kl`."""
+    head, base = model.get_output_embeddings(), getattr(model, "base_model", None)
+    if isinstance(head, nn.Linear) and base is not None and base is not model:
+        probe = rows[:1, :8]
+        logits = model(probe).logits
+        if torch.allclose(head(base(probe).last_hidden_state), logits, rtol=1e-4, atol=1e-4):
+            return (lambda x: base(x).last_hidden_state), partial(head_kl, head=head)
+    return (lambda x: model(x).logits), logits_kl
 
 
 def _save_state(path: Path, step: int, named: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
@@ -138,17 +152,18 @@ def tune_gates(
     forwards cost, per token, as a fraction of the FFN, gradient attached) and `router_macs`/`dense_macs`."""
     named = {f"{i}.{k}": p for i, m in enumerate(modules) for k, p in m.router.named_parameters()}
     router_cost = sum(m.router_macs() / m.dense_macs() for m in modules) / len(modules)
+    outputs, divergence = _comparison(model, windows)
 
     def objective(rows: torch.Tensor, budget: float) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.no_grad():
-            teacher = model(rows).logits  # full budget: the original model
+            teacher = outputs(rows)  # full budget: the original model
         for module in modules:
             module.tuning, module.tuned_compute = budget, []
-        student = model(rows).logits
+        student = outputs(rows)
         for module in modules:
             module.tuning = None  # the next teacher forward runs dense
         compute = router_cost + torch.cat([c for m in modules for c in m.tuned_compute]).mean()
-        kl = _kl(teacher, student)
+        kl = divergence(teacher, student)
         shown = {"kl": kl.item(), "budget": budget, "compute": compute.item()}
         return kl + BUDGET_WEIGHT * (compute - budget) ** 2, shown
 
@@ -178,15 +193,18 @@ def tune_experts(
     at budget 1. Budgets are set on the modules as they were before."""
     named = {f"{i}.{k}": t for i, m in enumerate(modules) for k, t in m.tunable().items()}
     before = [m.budget for m in modules]
+    for module in modules:
+        module.set_budget(1.0)
+    outputs, divergence = _comparison(model, windows)
 
     def objective(rows: torch.Tensor, budget: float) -> tuple[torch.Tensor, dict[str, float]]:
         for module in modules:
             module.set_budget(1.0)
         with torch.no_grad():
-            teacher = model(rows).logits
+            teacher = outputs(rows)
         for module in modules:
             module.set_budget(budget)
-        kl = _kl(teacher, model(rows).logits)
+        kl = divergence(teacher, outputs(rows))
         return kl, {"kl": kl.item(), "budget": budget}
 
     try:
