@@ -20,6 +20,7 @@ from ponder.methods import make_config
 from ponder.methods.moe import layer as moe_layer
 from ponder.methods.moe.layer import MoEFFN
 from ponder.stats import ComputeMeter, RoutingStats
+from ponder.train import tune
 from ponder.train.tune import _train
 
 CALIB = 1024
@@ -390,3 +391,24 @@ def test_learning_rate_falls_linearly_over_the_last_share_of_steps(tmp_path, mon
            progress=False, decay=0.5)  # fmt: skip
     assert seen == pytest.approx([1.0] * 5 + [1.0, 0.8, 0.6, 0.4, 0.2])
     assert float(weight.sum()) != 0.0  # it trained
+
+
+def test_bfloat16_tuning_runs_under_autocast_and_still_helps(tuned_moe, tokenizer, monkeypatch):
+    seen, original = [], tune._comparison
+
+    def watched(model, rows):
+        outputs, divergence = original(model, rows)
+        return outputs, lambda t, s: seen.append(torch.is_autocast_enabled("cpu")) or divergence(t, s)
+
+    monkeypatch.setattr(tune, "_comparison", watched)
+    tuned = tuned_moe_model(tokenizer, options={"tune_precision": "bfloat16"})
+    assert seen and all(seen)
+    ids = torch.tensor(tokenizer(load_text("wikitext2-valid"), add_special_tokens=False).input_ids[:1024]).view(2, 512)
+    untuned = tuned_moe_model(tokenizer, steps=0)
+    for budget in (0.4, 0.6):
+        assert kl_to_dense(tuned, ids, budget) < 0.85 * kl_to_dense(untuned, ids, budget)
+    assert all(t.dtype == torch.float32 for t in tuned.state_dict().values() if t.is_floating_point())
+    name = "model.layers.0.mlp.tuned_up_p"
+    assert not torch.equal(tuned.state_dict()[name], tuned_moe.state_dict()[name])  # not the float32 run
+    with pytest.raises(PonderError, match="tune_precision"):
+        make_config("moe", {"tune_precision": "float16"})

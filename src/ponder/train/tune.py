@@ -100,10 +100,13 @@ def _train(
     desc: str,
     progress: bool,
     decay: float = 0.0,
+    precision: str = "float32",
 ) -> None:
     """Adam on the tensors `named` (everything else frozen) for `steps` steps of `objective`, resumable in `work`.
     The learning rate falls linearly to 0 over the last `decay` share of the steps (a function of the step index,
-    so a resumed run follows the same schedule)."""
+    so a resumed run follows the same schedule). `precision` 'bfloat16' runs the objective under autocast."""
+    device = next(iter(named.values())).device.type
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bfloat16")
     decay_steps = decay * steps
     work.mkdir(parents=True, exist_ok=True)
     requires = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -120,7 +123,8 @@ def _train(
                 generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
                 rows = windows[torch.randint(0, len(windows), (ROWS_PER_STEP,), generator=generator)]
                 budget = budgets[int(torch.randint(0, len(budgets), (1,), generator=generator))]
-                loss, shown = objective(rows, budget)
+                with autocast:
+                    loss, shown = objective(rows, budget)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * (min(1.0, (steps - step) / decay_steps) if decay_steps else 1.0)
                 optimizer.zero_grad()
@@ -186,6 +190,7 @@ def tune_experts(
     lr: float,
     work: Path,
     decay: float = 0.0,
+    precision: str = "float32",
     progress: bool = False,
 ) -> None:
     """Train every module's `tunable()` tensors (what its budgets below 1 run) end to end for `steps` steps on
@@ -209,7 +214,7 @@ def tune_experts(
 
     try:
         _train(model, named, objective, windows, budgets, steps=steps, seed=seed, lr=lr, work=work,
-               desc="tune experts", progress=progress, decay=decay)  # fmt: skip
+               desc="tune experts", progress=progress, decay=decay, precision=precision)  # fmt: skip
     finally:
         for module, budget in zip(modules, before, strict=True):
             module.set_budget(budget)

@@ -329,8 +329,10 @@ class MoEFFN(SparseFFN):
         if not config.tune_steps:
             return
         budgets = budgets_between(modules[0].budget_grid, config.tune_min_budget, config.tune_max_budget)
-        tune_experts(model, modules, pool(), budgets, steps=config.tune_steps, seed=config.seed, lr=config.tune_lr,
-                     work=work, decay=config.tune_decay, progress=progress)  # fmt: skip
+        tune_experts(
+            model, modules, pool(), budgets, steps=config.tune_steps, seed=config.seed, lr=config.tune_lr, work=work,
+            decay=config.tune_decay, precision=config.tune_precision, progress=progress,
+        )  # fmt: skip
         for module in modules:
             module.keep_tuned()
 
