@@ -82,6 +82,21 @@ def test_policy_hits_its_budget_on_random_scores(policy):
     check()
 
 
+@pytest.mark.parametrize("policy", list(routing.POLICIES))
+def test_selector_equals_route_for_every_knob(policy):
+    @settings(max_examples=20, deadline=None)
+    @given(seed=st.integers(0, 10_000), knobs=st.lists(st.floats(-3.0, 40.0), min_size=1, max_size=12))
+    def check(seed, knobs):
+        generator = torch.Generator().manual_seed(seed)
+        scores = torch.randint(-2, 5, (50, 16), generator=generator).float()  # ties everywhere
+        scores[::2] = torch.randn(25, 16, generator=generator)
+        select = routing.selector(policy, scores)
+        for knob in knobs:
+            assert torch.equal(select(knob), routing.route(policy, scores, knob)), knob
+
+    check()
+
+
 def test_policy_semantics():
     scores = torch.tensor([[0.5, 0.3, 0.2, -1.0]])
     assert routing.top_k(scores, 2).tolist() == [[True, True, False, False]]
