@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ponder.io import save_tensors_atomic
+from ponder.train.allocator import keep_freed_memory
 from ponder.train.head_kl import head_kl, logits_kl
 
 STATE_FILE = "tune.safetensors"
@@ -105,6 +106,7 @@ def _train(
     """Adam on the tensors `named` (everything else frozen) for `steps` steps of `objective`, resumable in `work`.
     The learning rate falls linearly to 0 over the last `decay` share of the steps (a function of the step index,
     so a resumed run follows the same schedule). `precision` 'bfloat16' runs the objective under autocast."""
+    keep_freed_memory()
     device = next(iter(named.values())).device.type
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bfloat16")
     decay_steps = decay * steps
