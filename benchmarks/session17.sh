@@ -6,6 +6,9 @@
 set -euo pipefail
 out=benchmarks/results
 mkdir -p runs/s17
+# the same conversion at 40e0e67 (head_kl and tune_precision, before routing.selector and the allocator):
+#   -o runs/s17/moe-bf16 > runs/s17/convert-bf16.log   (time -v block: $out/convert-moe-bf16-s17.txt)
+python benchmarks/moe_calibration_profile.py   # at fbeeb30~1 and at HEAD: results/moe-calibration-profile-*-s17.txt
 /usr/bin/time -v ponder convert smollm2-135m --method moe --set tune_steps=200 --set tune_lr=5e-4 --set tune_decay=0.5 \
   --set tune_min_budget=0.4 --set tune_max_budget=0.6 --set tune_precision=bfloat16 -o runs/s17/moe-bf16-final \
   > runs/s17/convert-bf16-final.log 2>&1   # its time -v block: $out/convert-moe-bf16-final-s17.txt

@@ -29,19 +29,19 @@ def top_k(scores: torch.Tensor, k: float) -> torch.Tensor:
 def top_p(scores: torch.Tensor, p: float) -> torch.Tensor:
     """Experts in descending score until their share of the token's total (positive) score reaches p; at least one
     (Huang et al., 2024, "Harder Tasks Need More Experts: Dynamic Routing in MoE Models"). p <= 0 selects none."""
-    if p <= 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
     return _top_p_ordered(scores)(p)
 
 
 def _top_p_ordered(scores: torch.Tensor) -> Callable[[float], torch.Tensor]:
-    """top_p's selection for any p > 0, the sort by share done once."""
+    """top_p's selection for any p, the sort by share done once."""
     positive = scores.clamp_min(0)
     share = positive / positive.sum(1, keepdim=True).clamp_min(1e-12)  # [N, E]
     ordered, order = share.sort(dim=1, descending=True)  # [N, E]
     before = ordered.cumsum(1) - ordered  # share of the experts ranked above each one
 
     def select(p: float) -> torch.Tensor:
+        if p <= 0:
+            return torch.zeros_like(scores, dtype=torch.bool)
         keep_sorted = before < p  # the first always passes
         return torch.zeros_like(keep_sorted).scatter_(1, order, keep_sorted)
 
@@ -90,10 +90,9 @@ def selector(policy: str, scores: torch.Tensor) -> Callable[[float], torch.Tenso
     """`route(policy, scores, knob)` for many knobs over the same scores, equal to it, with the work that does not
     depend on the knob done once: top-p's sort, dynamic-k's maxima, top-k's selection once per whole k. Bisection
     asks for 40 knobs per budget; redoing that work each time was half of moe's per-layer calibration (SmolLM2-135M:
-    16 s a layer before, 6.5 s after)."""
+    15.3 s a layer before, 6.7 s after; benchmarks/moe_calibration_profile.py)."""
     if policy == "top-p":
-        ordered = _top_p_ordered(scores)
-        return lambda p: ordered(p) if p > 0 else torch.zeros_like(scores, dtype=torch.bool)
+        return _top_p_ordered(scores)
     if policy == "top-k":
         masks: dict[int, torch.Tensor] = {}
 

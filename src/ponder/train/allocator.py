@@ -1,8 +1,8 @@
 """Keep the memory a training loop frees for its next step, instead of handing it back to the OS.
 
 glibc's malloc serves large blocks with mmap and trims the freed top of its heap; the end-to-end phase frees and
-allocates the same few GB every step, so every page was faulted in and zeroed again: 670k minor faults a step on
-SmolLM2-135M, and a step took 6.8 s instead of 5.4-5.9 s (`benchmarks/results/tune-faults-s17.txt`).
+allocates the same few GB every step, so every page was faulted in and zeroed again: 675k minor faults a step on
+SmolLM2-135M, and a bfloat16 step took 5.96 s instead of 4.87 s (`benchmarks/results/tune-faults-s17.txt`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ KEEP_BELOW = 1 << 30  # bytes: blocks up to this size come from the heap, and fr
 def keep_freed_memory() -> bool:
     """Raise glibc's trim and mmap thresholds; True if it took. Process-wide and for good (glibc cannot return to
     its adaptive thresholds): the process keeps its peak heap. Elsewhere than glibc, nothing happens."""
-    name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(M_TRIM_THRESHOLD, KEEP_BELOW)) and bool(mallopt(M_MMAP_THRESHOLD, KEEP_BELOW))
