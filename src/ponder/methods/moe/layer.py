@@ -145,10 +145,19 @@ class MoEFFN(SparseFFN):
         # Budget 1 runs dense, but its knob still bounds the interpolation above the last grid point below it, so it
         # is calibrated like the others: "every expert" there counted the router and pseudo experts on top of the
         # whole FFN (1.15 at b = 0.97 on a tiny model).
+        self.calibrate_knobs(scores, option)
+
+    def calibrate_knobs(self, scores: torch.Tensor, option: torch.Tensor) -> None:
+        """Every policy's knob at every grid budget from calibration tokens' router scores [N, E] and pseudo
+        options [N], counting what each token would cost."""
+
+        def cost(chosen: torch.Tensor) -> float:
+            return float(self.token_macs(chosen, option).double().mean()) / self.dense_macs()
+
         for q, policy in enumerate(POLICY_NAMES):
             for g, budget in enumerate(self.budget_grid.tolist()):
-                cost = lambda chosen: float(self.token_macs(chosen, option).double().mean()) / self.dense_macs()  # noqa: E731
                 self.thresholds[g, q] = routing.calibrate_knob(policy, scores, budget, cost=cost)
+        self._kernel = None  # the C kernel holds the router it was built from
 
     def _fit_pseudo(self, inputs: torch.Tensor, chosen: torch.Tensor) -> None:
         """Per skipped expert e: its mean output when skipped (constant) and the per-channel scale of x that best
