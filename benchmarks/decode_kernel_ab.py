@@ -1,6 +1,7 @@
-"""teal's kernel at a git revision against the working tree's inside the whole lean decode (64-token prompt, 128 new
-tokens, as `ponder bench`), beside the same model at budget 1; same process, interleaved rounds, the first dropped
-as warm-up. The kernel A/B scripts time bare kernel calls; this says what a kernel change is worth end to end.
+"""teal's or moe's kernel at a git revision against the working tree's inside the whole lean decode (64-token
+prompt, 128 new tokens, as `ponder bench`), beside the same model at budget 1; same process, interleaved rounds, the
+first dropped as warm-up. The kernel A/B scripts time bare kernel calls; this says what a kernel change is worth end
+to end.
 
     python benchmarks/decode_kernel_ab.py DIR [--rev HEAD] [--budgets 0.5] [--repeats 7]
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from kernel_ab import compare_decodes, kernel_at  # benchmarks/ is on sys.path as a script
 
-from ponder.adaptive import load, set_budget
+from ponder.adaptive import adaptive_modules, load, set_budget
 from ponder.inference import LeanDecoder
 from ponder.inference.bench import prompt_ids
 from ponder.kernels import native
@@ -21,15 +22,22 @@ from ponder.kernels import native
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("dir", help="a converted teal model")
+    parser.add_argument("dir", help="a converted teal or moe model")
     parser.add_argument("--rev", default="HEAD")
     parser.add_argument("--budgets", default="0.5")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     model, tokenizer = load(args.dir)
+    method = model.ponder_config["method"]
     decoder = LeanDecoder(model, max_len=64 + 128)
-    kernels = [layer.ffn_token.kernel for layer in decoder.runner.layers]
     prompt = prompt_ids(tokenizer, 64)
+    if method == "teal":
+        kernels = [layer.ffn_token.kernel for layer in decoder.runner.layers]
+    else:  # moe builds each layer's kernel on its first sparse token
+        set_budget(model, 0.5)
+        decoder.generate(prompt, 2)  # the second token is the first one-token step
+        kernels = [module._kernel for module in adaptive_modules(model)]
+    symbol = {"teal": "teal_ffn", "moe": "moe_ffn"}[method]
 
     def decode(budget: float, fn=None):
         def run() -> None:
@@ -41,13 +49,13 @@ def main() -> None:
         return run
 
     with tempfile.TemporaryDirectory() as tmp:
-        old_fn = kernel_at(args.rev, Path(tmp)).teal_ffn
-        old_fn.argtypes, old_fn.restype = native.library().teal_ffn.argtypes, None
+        old_fn = getattr(kernel_at(args.rev, Path(tmp)), symbol)
+        old_fn.argtypes, old_fn.restype = getattr(native.library(), symbol).argtypes, None
         new_fn = kernels[0]._fn
         cases = {"dense (budget 1)": decode(1.0)}
         for budget in [float(b) for b in args.budgets.split(",")]:
-            cases[f"teal {budget}: {args.rev} kernel"] = decode(budget, old_fn)
-            cases[f"teal {budget}: this kernel"] = decode(budget, new_fn)
+            cases[f"{method} {budget}: {args.rev} kernel"] = decode(budget, old_fn)
+            cases[f"{method} {budget}: this kernel"] = decode(budget, new_fn)
         compare_decodes(cases, args.repeats)
 
 
