@@ -256,6 +256,7 @@ def test_loaded_model_keeps_routing(tokenizer, tmp_path):
         ({"pseudo_experts": "zero/half"}, "pseudo experts must be"),
         ({"wings": "2"}, "no option 'wings'"),
         ({"experts": "many"}, "option experts=many"),
+        ({"tune_router_lr": "1e-3", "policy": "top-k"}, "tune_router_lr"),
     ],
 )
 def test_bad_options_are_clear(tokenizer, options, message):
@@ -427,3 +428,66 @@ def test_bfloat16_tuning_runs_under_autocast_and_still_helps(tuned_moe, tokenize
     assert not torch.equal(tuned.state_dict()[name], tuned_moe.state_dict()[name])  # not the float32 run
     with pytest.raises(PonderError, match="tune_precision"):
         make_config("moe", {"tune_precision": "float16"})
+
+
+ROUTERS_TOO = {"tune_router_lr": "3e-3"}
+
+
+@pytest.fixture(scope="module")
+def router_tuned(tokenizer):
+    return tuned_moe_model(tokenizer, options=ROUTERS_TOO)
+
+
+def test_routers_train_with_the_experts_and_keep_the_budget(router_tuned, tuned_moe, tokenizer):
+    """tune_router_lr: the routers learn from the KL through the relaxed threshold; the knobs are calibrated again,
+    so a budget still holds; budget 1 stays the dense model."""
+    both = router_tuned
+    ids = torch.tensor(tokenizer(load_text("wikitext2-valid"), add_special_tokens=False).input_ids[:1024]).view(2, 512)
+    changed = {
+        name.split(".mlp.")[-1]
+        for name, tensor in both.state_dict().items()
+        if not torch.equal(tensor, tuned_moe.state_dict()[name])
+    }
+    assert {"router.0.weight", "router.2.weight", "thresholds"} <= changed
+    assert not any(name in changed for name in ("up.weight", "gate.weight", "down.weight"))  # dense weights kept
+    untuned = tuned_moe_model(tokenizer, steps=0)
+    for budget in (0.4, 0.6):  # measured: 0.248 -> 0.202 and 0.198 -> 0.143 nats
+        assert kl_to_dense(both, ids, budget) < 0.9 * kl_to_dense(untuned, ids, budget)
+        with torch.no_grad(), ComputeMeter(both) as meter:
+            both(ids)
+        assert abs(meter.report.ffn_compute - budget) < 0.05, (budget, meter.report.ffn_compute)
+    set_budget(both, 1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(both(ids).logits, peaked_model()(ids).logits, rtol=0, atol=0)
+
+
+def test_relaxed_routing_is_the_hard_routing_forward_and_reaches_every_score(model):
+    """The straight-through forward equals the masked reference; every expert's score gets a gradient."""
+    set_budget(model, 0.5)
+    module = adaptive_modules(model)[0]
+    x = torch.randn(12, module.up.shape[1], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = module.reference_forward(x)
+    module.relaxed = []
+    try:
+        with torch.enable_grad():
+            module.router.requires_grad_(True)
+            out = module.rows_forward(x)
+            out.square().sum().backward()
+    finally:
+        module.relaxed = None
+        grads = module.router[2].weight.grad
+        module.router.requires_grad_(False).zero_grad(set_to_none=True)
+    torch.testing.assert_close(out.detach(), reference, rtol=1e-5, atol=1e-5)
+    assert grads is not None and (grads.abs().sum(1) > 0).all()  # every expert's score, run or skipped
+
+
+def test_router_tuning_resumes_after_kill(router_tuned, tokenizer, tmp_path, monkeypatch):
+    kill_tuning_in_step(monkeypatch, 11)  # after the checkpoint of step 10: routers and their Adam moments saved
+    with pytest.raises(KeyboardInterrupt):
+        tuned_moe_model(tokenizer, options=ROUTERS_TOO, work_dir=tmp_path / "work")
+    monkeypatch.undo()
+    resumed = tuned_moe_model(tokenizer, options=ROUTERS_TOO, work_dir=tmp_path / "work", resume=True)
+    set_budget(router_tuned, 1.0)
+    for name, tensor in router_tuned.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name

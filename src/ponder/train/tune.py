@@ -102,10 +102,12 @@ def _train(
     progress: bool,
     decay: float = 0.0,
     precision: str = "float32",
+    lrs: dict[str, float] | None = None,
 ) -> None:
     """Adam on the tensors `named` (everything else frozen) for `steps` steps of `objective`, resumable in `work`.
-    The learning rate falls linearly to 0 over the last `decay` share of the steps (a function of the step index,
-    so a resumed run follows the same schedule). `precision` 'bfloat16' runs the objective under autocast."""
+    Learning rate `lr`, or `lrs[name]` for the tensors named there; every rate falls linearly to 0 over the last
+    `decay` share of the steps (a function of the step index, so a resumed run follows the same schedule).
+    `precision` 'bfloat16' runs the objective under autocast."""
     keep_freed_memory()
     device = next(iter(named.values())).device.type
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bfloat16")
@@ -115,7 +117,13 @@ def _train(
     model.requires_grad_(False)
     for tensor in named.values():
         tensor.requires_grad_(True)
-    optimizer = torch.optim.Adam(named.values(), lr=lr)
+    rates = {name: (lrs or {}).get(name, lr) for name in named}
+    groups = [
+        {"params": [named[n] for n in named if rates[n] == rate], "lr": rate} for rate in dict.fromkeys(rates.values())
+    ]
+    optimizer = torch.optim.Adam(groups)
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
     state = work / STATE_FILE
     start = _load_state(state, named, optimizer) if state.exists() else 0
     bar = tqdm(range(start, steps), desc=desc, unit="step", disable=not progress)
@@ -128,7 +136,7 @@ def _train(
                 with autocast:
                     loss, shown = objective(rows, budget)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr * (min(1.0, (steps - step) / decay_steps) if decay_steps else 1.0)
+                    group["lr"] = group["base_lr"] * (min(1.0, (steps - step) / decay_steps) if decay_steps else 1.0)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -193,12 +201,19 @@ def tune_experts(
     work: Path,
     decay: float = 0.0,
     precision: str = "float32",
+    router_lr: float = 0.0,
     progress: bool = False,
 ) -> None:
     """Train every module's `tunable()` tensors (what its budgets below 1 run) end to end for `steps` steps on
     calibration `windows` [W, T], the model at a budget drawn from `budgets` per step; the teacher is every module
-    at budget 1. Budgets are set on the modules as they were before."""
+    at budget 1. Budgets are set on the modules as they were before.
+    `router_lr` > 0 trains each module's `router` too, at that rate, through its relaxed forward (`relaxed`: a
+    list each student forward appends its share of experts run to), with a budget loss that holds every layer's
+    share at what `expert_fraction` says the step's budget pays for."""
     named = {f"{i}.{k}": t for i, m in enumerate(modules) for k, t in m.tunable().items()}
+    routers = {f"{i}.router.{k}": p for i, m in enumerate(modules) for k, p in m.router.named_parameters()}
+    if router_lr:
+        named |= routers
     before = [m.budget for m in modules]
     for module in modules:
         module.set_budget(1.0)
@@ -211,14 +226,24 @@ def tune_experts(
             teacher = outputs(rows)
         for module in modules:
             module.set_budget(budget)
+            module.relaxed = [] if router_lr else None
         kl = divergence(teacher, outputs(rows))
-        return kl, {"kl": kl.item(), "budget": budget}
+        if not router_lr:
+            return kl, {"kl": kl.item(), "budget": budget}
+        share = torch.stack([torch.stack(m.relaxed).mean() for m in modules])
+        target = torch.stack([m.expert_fraction(torch.tensor(budget)) for m in modules]).to(share.dtype)
+        for module in modules:
+            module.relaxed = None  # the next teacher forward runs dense
+        off = BUDGET_WEIGHT * ((share - target) ** 2).mean()
+        return kl + off, {"kl": kl.item(), "budget": budget, "share": share.mean().item()}
 
     try:
         _train(model, named, objective, windows, budgets, steps=steps, seed=seed, lr=lr, work=work,
-               desc="tune experts", progress=progress, decay=decay, precision=precision)  # fmt: skip
+               desc="tune experts", progress=progress, decay=decay, precision=precision,
+               lrs=dict.fromkeys(routers, router_lr))  # fmt: skip
     finally:
         for module, budget in zip(modules, before, strict=True):
+            module.relaxed = None
             module.set_budget(budget)
 
 

@@ -53,6 +53,12 @@ class MoEConfig:
     tune_max_budget: float = 0.95
     """Highest budget it draws. The tuned copies are shared by every budget below 1, so a narrow range around the
     budget a user will run trains for that one at the others' expense."""
+    tune_router_lr: float = 0.0
+    """Adam's learning rate for the routers in the end-to-end phase; 0 keeps them as fitted (on the untuned
+    experts' output norms). Above 0 they train with the experts, on the same KL: the threshold policy's hard
+    choices forward, their sigmoid relaxation backward (straight-through), so the loss reaches the score of every
+    expert, run or skipped; a budget loss holds each layer's share of experts where its knob put it, and every
+    policy's knobs are calibrated again afterwards. Needs policy 'threshold' (the only one with a relaxation)."""
     tune_precision: str = "float32"
     """Arithmetic of the end-to-end phase's forward passes: 'float32', or 'bfloat16' (autocast; the trained
     tensors and Adam stay float32). On a CPU with AVX512-BF16 a SmolLM2-135M step ran 1.57× faster than float32,
@@ -73,6 +79,8 @@ class MoEConfig:
             raise ValueError("rank and steps must be positive")
         if self.tune_steps < 0 or self.tune_lr <= 0 or not 0.0 <= self.tune_decay <= 1.0:
             raise ValueError("tune_steps must be >= 0, tune_lr positive and tune_decay in [0, 1]")
+        if self.tune_router_lr < 0 or (self.tune_router_lr and self.policy != "threshold"):
+            raise ValueError("tune_router_lr must be >= 0, and routers train under policy 'threshold' only")
         if self.tune_precision not in TUNE_PRECISIONS:
             choices = ", ".join(TUNE_PRECISIONS)
             raise ValueError(f"tune_precision must be one of {choices}, got '{self.tune_precision}'")

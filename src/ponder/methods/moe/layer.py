@@ -27,7 +27,7 @@ from ponder.methods.base import SparseFFN, budget_grid, native_token, scorer, sc
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.moe.config import PSEUDO_EXPERTS, MoEConfig
 from ponder.stats import RoutingStats
-from ponder.train.tune import budgets_between, tune_experts
+from ponder.train.tune import budgets_between, capture_module_inputs, tune_experts
 
 POLICY_NAMES = list(routing.POLICIES)
 GROUPED_BELOW = 0.2
@@ -70,6 +70,7 @@ class MoEFFN(SparseFFN):
             self.register_buffer(f"{name}_rows", torch.zeros(self.routed + 1, D) if name in self.pseudo else None)
         self.chooser = nn.Linear(D, len(self.pseudo)).requires_grad_(False) if len(self.pseudo) > 1 else None
         self.stats: RoutingStats | None = None
+        self.relaxed: list[torch.Tensor] | None = None  # set while the routers train: each forward's expert share
         # Plain numbers for the decode step's accounting (no tensor work per token).
         self._compensates = [PSEUDO_KIND[p] > 0 for p in self.pseudo]
         self._d_model = D
@@ -249,6 +250,8 @@ class MoEFFN(SparseFFN):
         return x.shape[0] > 1 or native_token(x)
 
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.relaxed is not None:
+            return self._relaxed(x)
         if x.shape[0] == 1:
             return self._decode(x)
         chosen, option = self.route(x)
@@ -256,6 +259,23 @@ class MoEFFN(SparseFFN):
         if self._panels_for(x) is None and chosen.float().mean() > GROUPED_BELOW:
             return self._masked(x, chosen, option)  # most experts run: PyTorch's dense GEMMs beat its expert loop
         return self._grouped(x, chosen, option)
+
+    def _relaxed(self, x: torch.Tensor) -> torch.Tensor:
+        """`_masked` for training the router (config.tune_router_lr): the threshold policy's hard choices forward,
+        sigmoid(score + knob) backward (straight-through), so the loss reaches every expert's score, run or
+        skipped, through its output and its stand-in's. Appends the share of routed experts run (with the same
+        gradient) to `relaxed`."""
+        scores = self.router(x)  # [N, E]
+        soft = torch.sigmoid(scores + self.knob())
+        chosen = routing.threshold(scores.detach(), self.knob())
+        mask = chosen.to(soft.dtype) + soft - soft.detach()
+        option = self.route_pseudo(x)
+        self._count_routed(chosen, option)
+        self.relaxed.append(mask.mean())
+        shared = torch.ones(x.shape[0], self.shared_rows, dtype=mask.dtype)
+        neurons = torch.cat([shared, mask.repeat_interleave(self.size, dim=1)], dim=1)  # [N, F]
+        out = (self.neurons(x, slice(None)) * neurons) @ self.down_t
+        return self.finish(self.compensation(x, mask, option, out=out))
 
     def _grouped(self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
         """The shared rows for every token, then each expert over the tokens that chose it: one C call where it
@@ -333,17 +353,28 @@ class MoEFFN(SparseFFN):
         work: Path, progress: bool = False,
     ) -> None:  # fmt: skip
         """After every layer is calibrated: if config.tune_steps, the end-to-end phase on windows drawn from
-        `pool()` (all the calibration text), budgets from [tune_min_budget, tune_max_budget]."""
+        `pool()` (all the calibration text), budgets from [tune_min_budget, tune_max_budget]. Trained routers
+        score differently, so every policy's knobs are then calibrated again on the calibration `windows`' FFN
+        inputs (the dense residual stream, as in `calibrate`)."""
         config = modules[0].config
         if not config.tune_steps:
             return
         budgets = budgets_between(modules[0].budget_grid, config.tune_min_budget, config.tune_max_budget)
         tune_experts(
             model, modules, pool(), budgets, steps=config.tune_steps, seed=config.seed, lr=config.tune_lr, work=work,
-            decay=config.tune_decay, precision=config.tune_precision, progress=progress,
+            decay=config.tune_decay, precision=config.tune_precision, router_lr=config.tune_router_lr,
+            progress=progress,
         )  # fmt: skip
         for module in modules:
             module.keep_tuned()
+        if config.tune_router_lr:
+            before = [module.budget for module in modules]
+            for module in modules:
+                module.set_budget(1.0)
+            inputs = capture_module_inputs(model, modules, windows)
+            for module, x, budget in zip(modules, inputs, before, strict=True):
+                module.calibrate_knobs(module.router(x), module.route_pseudo(x))
+                module.set_budget(budget)
 
     def token_forward(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The lean decoder's path: the dense kernel at budget 1, else `moe_ffn`, without `rows_forward`'s dispatch."""
