@@ -240,8 +240,9 @@ class MoEFFN(SparseFFN):
         return self._masked(x, chosen, option)
 
     def _masked(self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
-        """Every neuron computed, the skipped ones masked out: the specification."""
-        shared = torch.ones(x.shape[0], self.shared_rows, dtype=torch.bool)
+        """Every neuron computed, the skipped ones masked out: the specification. `chosen` [N, E] is bool, or a
+        float 0/1 mask that carries a gradient (`_relaxed`)."""
+        shared = torch.ones(x.shape[0], self.shared_rows, dtype=chosen.dtype)
         mask = torch.cat([shared, chosen.repeat_interleave(self.size, dim=1)], dim=1)  # [N, F]
         out = (self.neurons(x, slice(None)) * mask) @ self.down_t
         return self.finish(self.compensation(x, chosen, option, out=out))
@@ -272,10 +273,7 @@ class MoEFFN(SparseFFN):
         option = self.route_pseudo(x)
         self._count_routed(chosen, option)
         self.relaxed.append(mask.mean())
-        shared = torch.ones(x.shape[0], self.shared_rows, dtype=mask.dtype)
-        neurons = torch.cat([shared, mask.repeat_interleave(self.size, dim=1)], dim=1)  # [N, F]
-        out = (self.neurons(x, slice(None)) * neurons) @ self.down_t
-        return self.finish(self.compensation(x, mask, option, out=out))
+        return self._masked(x, mask, option)
 
     def _grouped(self, x: torch.Tensor, chosen: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
         """The shared rows for every token, then each expert over the tokens that chose it: one C call where it
