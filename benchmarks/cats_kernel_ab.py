@@ -41,7 +41,6 @@ def main() -> None:
     new_fn = native.library().cats_ffn
     with tempfile.TemporaryDirectory() as tmp:
         old_fn = kernel_at(args.rev, Path(tmp)).cats_ffn
-        old_fn.argtypes, old_fn.restype = new_fn.argtypes, None
         steps = {"dense kernel": lambda token: [kernel(x) for kernel, x in zip(dense, token, strict=True)]}
         for budget in [float(b) for b in args.budgets.split(",")]:
             set_budget(model, budget)

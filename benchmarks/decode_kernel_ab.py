@@ -8,25 +8,18 @@ to end.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from kernel_ab import compare_decodes, kernel_at  # benchmarks/ is on sys.path as a script
+from kernel_ab import compare_decodes, decode_arguments, kernel_at  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import adaptive_modules, load, set_budget
 from ponder.inference import LeanDecoder
 from ponder.inference.bench import prompt_ids
-from ponder.kernels import native
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dir", help="a converted teal or moe model")
-    parser.add_argument("--rev", default="HEAD")
-    parser.add_argument("--budgets", default="0.5")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+    args = decode_arguments("teal or moe")
     model, tokenizer = load(args.dir)
     method = model.ponder_config["method"]
     decoder = LeanDecoder(model, max_len=64 + 128)
@@ -50,7 +43,6 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         old_fn = getattr(kernel_at(args.rev, Path(tmp)), symbol)
-        old_fn.argtypes, old_fn.restype = getattr(native.library(), symbol).argtypes, None
         new_fn = kernels[0]._fn
         cases = {"dense (budget 1)": decode(1.0)}
         for budget in [float(b) for b in args.budgets.split(",")]:

@@ -5,7 +5,9 @@ timing and the reports."""
 from __future__ import annotations
 
 import argparse
+import ast
 import ctypes
+import re
 import statistics
 import subprocess
 import time
@@ -33,14 +35,27 @@ def arguments(what: str, **extra: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def decode_arguments(what: str) -> argparse.Namespace:
+    """DIR, --rev, --budgets and --repeats of the end-to-end decode A/Bs."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dir", help=f"a converted {what} model")
+    parser.add_argument("--rev", default="HEAD")
+    parser.add_argument("--budgets", default="0.5")
+    parser.add_argument("--repeats", type=int, default=7)
+    return parser.parse_args()
+
+
 def kernel_at(revision: str, directory: Path) -> ctypes.CDLL:
-    """`sparse_ffn.c` as committed at `revision`, built with ponder's flags into `directory`."""
+    """`sparse_ffn.c` as committed at `revision`, built with that revision's compiler flags into `directory`."""
     source = directory / "old.c"
-    shown = subprocess.run(["git", "show", f"{revision}:src/ponder/kernels/sparse_ffn.c"], check=True,
-                           capture_output=True)  # fmt: skip
-    source.write_bytes(shown.stdout)
-    native._build(directory / "old.so", source)
-    return ctypes.CDLL(str(directory / "old.so"))
+    source.write_bytes(_show(revision, "src/ponder/kernels/sparse_ffn.c"))
+    flags = re.search(r"^_FLAGS = (\[.*\])$", _show(revision, "src/ponder/kernels/native.py").decode(), re.M)
+    native._build(directory / "old.so", source, ast.literal_eval(flags.group(1)))
+    return native.load_library(directory / "old.so")
+
+
+def _show(revision: str, path: str) -> bytes:
+    return subprocess.run(["git", "show", f"{revision}:{path}"], check=True, capture_output=True).stdout
 
 
 def setup(directory: str, tokens: int):
@@ -76,14 +91,17 @@ def rounds(steps: dict[str, Callable], tokens: list, repeats: int) -> dict[str, 
     return {name: [s / len(tokens) * 1e3 for s in t] for name, t in seconds.items()}
 
 
-def report(rows: dict[str, list[float]], header: str) -> None:
-    """Median ms a token per row, its range, and the median per-round ratio to the first row (the dense kernel)."""
+def report(rows: dict[str, list[float]], header: str, pairs: list[tuple[str, str]] = ()) -> None:
+    """Median ms a token per row, its range, and the median per-round ratio to the first row (the dense kernel);
+    then for each (old, new) pair of rows the median per-round ratio old / new."""
     print(header)
     baseline = next(iter(rows.values()))
     for name, times in rows.items():
         ratio = statistics.median(d / t for d, t in zip(baseline, times, strict=True))
         spread = f"({min(times):.2f}-{max(times):.2f})"
         print(f"{name:28s} {statistics.median(times):7.3f} ms/token  {spread}  {ratio:5.2f}× dense")
+    for old, new in pairs:
+        print(f"{new} / {old}: {statistics.median(o / n for o, n in zip(rows[old], rows[new], strict=True)):.3f}×")
 
 
 def compare_decodes(cases: dict[str, Callable], repeats: int, tokens: int = 128) -> None:

@@ -22,14 +22,6 @@ from ponder.kernels import native
 OLD = "5bdd099"
 
 
-def old_kernel(directory: Path) -> ctypes.CDLL:
-    lib = kernel_at(OLD, directory)
-    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.teal_ffn.argtypes = [pointer] * 3 + [i64, i64, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int]
-    lib.teal_ffn.argtypes += [pointer] * 4
-    return lib
-
-
 def session7_step(lib: ctypes.CDLL, modules: list, thresholds: list) -> Callable:
     """One token through every layer with session 7's kernel and its [D, 2F] layout; thresholds[0] is read per
     call, so the caller can set it per budget."""
@@ -63,10 +55,9 @@ def main() -> None:
     thresholds: list = [None]  # this budget's, per layer
     with tempfile.TemporaryDirectory() as tmp:
         if args.rev == OLD:
-            run_old = session7_step(old_kernel(Path(tmp)), modules, thresholds)
+            run_old = session7_step(kernel_at(OLD, Path(tmp)), modules, thresholds)
         else:  # the same layout and arguments: the bound kernels with the old library's function
             old_fn = kernel_at(args.rev, Path(tmp)).teal_ffn
-            old_fn.argtypes, old_fn.restype = native.library().teal_ffn.argtypes, None
             old = [native.TealKernel(m.in_major, m.down_t, m.activation, True) for m in modules]
             for kernel in old:
                 kernel._fn = old_fn

@@ -57,29 +57,41 @@ def library() -> ctypes.CDLL | None:
     try:
         if not target.exists():
             _build(target, source)
-        lib = ctypes.CDLL(str(target))
+        return load_library(target)
     except (OSError, subprocess.CalledProcessError):
         return None
-    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.glu_rows.argtypes = [pointer] * 7 + [i64, i64, ctypes.c_int, pointer, pointer]
-    lib.teal_ffn.argtypes = [pointer] * 3 + [i64, i64, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int]
-    lib.teal_ffn.argtypes += [pointer] * 4
-    lib.cats_ffn.argtypes = [pointer] * 6 + [i64, i64, ctypes.c_float, ctypes.c_int] + [pointer] * 4
-    lib.moe_ffn.argtypes = [pointer, i64, pointer, pointer, i64, pointer, pointer, i64, ctypes.c_int, ctypes.c_float]
-    lib.moe_ffn.argtypes += [pointer, pointer, i64] + [pointer] * 8 + [i64, i64, ctypes.c_int] + [pointer] * 6
-    lib.glu_dense.argtypes = [pointer] * 6 + [i64, i64, ctypes.c_int, pointer, pointer]
-    lib.gemv.argtypes = [pointer] * 3 + [i64, i64, pointer]
-    f32 = ctypes.c_float
-    lib.attention_decode.argtypes = [pointer, i64, pointer, pointer, f32, pointer, pointer, i64, i64, i64]
-    lib.attention_decode.argtypes += [pointer, pointer, f32] + [pointer] * 4 + [i64, i64, f32] + [pointer] * 4
-    lib.layer_skip_decode.argtypes = [pointer, i64, pointer, pointer, i64, pointer, f32, f32, pointer, f32, pointer]
-    lib.layer_skip_decode.argtypes += [pointer, i64, i64, pointer, f32] + [pointer] * 4 + [i64, i64] + [pointer] * 3
-    lib.layer_skip_decode.restype = i64
-    lib.moe_grouped.argtypes = [pointer, i64, i64, pointer, pointer, pointer, i64, i64, ctypes.c_int, ctypes.c_int]
-    lib.moe_grouped.argtypes += [i64, i64] + [pointer] * 3
-    kernels = (lib.glu_rows, lib.glu_dense, lib.gemv, lib.attention_decode, lib.teal_ffn, lib.cats_ffn, lib.moe_ffn)
-    for fn in (*kernels, lib.moe_grouped):
-        fn.restype = None
+
+
+def _signatures() -> dict[str, tuple[list, type | None]]:
+    """Each exported function's (argument types, return type)."""
+    pointer, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    moe_ffn = [pointer, i64, pointer, pointer, i64, pointer, pointer, i64, i32, f32, pointer, pointer, i64]
+    attention = [pointer, i64, pointer, pointer, f32, pointer, pointer, i64, i64, i64, pointer, pointer, f32]
+    skip = [pointer, i64, pointer, pointer, i64, pointer, f32, f32, pointer, f32, pointer, pointer, i64, i64]
+    return {
+        "glu_rows": ([pointer] * 7 + [i64, i64, i32, pointer, pointer], None),
+        "glu_dense": ([pointer] * 6 + [i64, i64, i32, pointer, pointer], None),
+        "teal_ffn": ([pointer] * 3 + [i64, i64, i32, f32, f32, i32] + [pointer] * 4, None),
+        "cats_ffn": ([pointer] * 6 + [i64, i64, f32, i32] + [pointer] * 4, None),
+        "moe_ffn": (moe_ffn + [pointer] * 8 + [i64, i64, i32] + [pointer] * 6, None),
+        "gemv": ([pointer] * 3 + [i64, i64, pointer], None),
+        "attention_decode": (attention + [pointer] * 4 + [i64, i64, f32] + [pointer] * 4, None),
+        "layer_skip_decode": (skip + [pointer, f32] + [pointer] * 4 + [i64, i64] + [pointer] * 3, i64),
+        "moe_grouped": (
+            [pointer, i64, i64, pointer, pointer, pointer, i64, i64, i32, i32, i64, i64] + [pointer] * 3,
+            None,
+        ),
+    }
+
+
+def load_library(path: Path) -> ctypes.CDLL:
+    """A built `sparse_ffn` library with its functions' argument types declared. Functions an older revision of
+    the source lacks (the A/B benchmarks load those) are left out."""
+    lib = ctypes.CDLL(str(path))
+    for name, (argtypes, restype) in _signatures().items():
+        if hasattr(lib, name):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, restype
     return lib
 
 
