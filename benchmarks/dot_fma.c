@@ -1,5 +1,6 @@
-/* The kernels' dot and axpy (omp simd, no FMA under -std=c11) against a two-accumulator AVX-512 FMA dot and an FMA
- * axpy, in the dense kernel and the rows kernel, 30 layers of SmolLM2 shapes, random weights, same process.
+/* The kernels' dot and axpy (omp simd, no FMA under -std=c11) against their two-accumulator AVX-512 FMA dot
+ * (`dot_stream`, which the dense kernel and the GEMVs use since session 20) and an FMA axpy, in the dense kernel and
+ * the rows kernel, 30 layers of SmolLM2 shapes, random weights, same process.
  *
  *     gcc -O3 -march=native -fopenmp -std=c11 benchmarks/dot_fma.c -o /tmp/dot_fma -lm
  *     OMP_NUM_THREADS=2 /tmp/dot_fma 56; OMP_NUM_THREADS=2 /tmp/dot_fma 24    # routed experts on, of 56 (+8 shared) */
@@ -10,17 +11,6 @@
 #include <time.h>
 #include <immintrin.h>
 #include "../src/ponder/kernels/sparse_ffn.c"
-static inline float dot2(const float *restrict a, const float *restrict b, int64_t n) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), s1);
-    }
-    if (j + 16 <= n) { s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0); j += 16; }
-    if (j < n) { __mmask16 m = (__mmask16)((1u << (n - j)) - 1); s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), s1); }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
 static inline void axpy2(float *restrict acc, float a, const float *restrict row, int64_t D) {
     const __m512 va = _mm512_set1_ps(a); int64_t d = 0;
     for (; d + 16 <= D; d += 16) _mm512_storeu_ps(acc + d, _mm512_fmadd_ps(va, _mm512_loadu_ps(row + d), _mm512_loadu_ps(acc + d)));
@@ -36,7 +26,7 @@ static void rows2(const float *x, const float *gate, const float *up, const floa
         for (int64_t j = k * t / nt; j < hi; j++) {
             if (j + PREFETCH_AHEAD < hi) { const int64_t ahead = idx[j + PREFETCH_AHEAD]; prefetch_start(gate + ahead * D); prefetch_start(up + ahead * D); prefetch_start(down_t + ahead * D); }
             const int64_t i = idx[j];
-            const float a = activate(dot2(gate + i * D, x, D), act) * dot2(up + i * D, x, D);
+            const float a = activate(dot_stream(gate + i * D, x, D), act) * dot_stream(up + i * D, x, D);
             axpy2(acc, a, down_t + i * D, D);
         }
         sum_accumulators(scratch, D, t, nt, y);
@@ -46,9 +36,9 @@ static void dense2(const float *x, const float *gate, const float *up, const flo
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < F; i++) h[i] = activate(dot2(gate + i * D, x, D), act) * dot2(up + i * D, x, D);
+        for (int64_t i = 0; i < F; i++) h[i] = activate(dot_stream(gate + i * D, x, D), act) * dot_stream(up + i * D, x, D);
 #pragma omp for schedule(static)
-        for (int64_t d = 0; d < D; d++) y[d] = dot2(down + d * F, h, F);
+        for (int64_t d = 0; d < D; d++) y[d] = dot_stream(down + d * F, h, F);
     }
 }
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }

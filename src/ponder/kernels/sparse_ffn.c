@@ -8,6 +8,17 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <omp.h>
+/* The dot product of gathered rows (rows_ffn, cats_ffn): `omp simd`. The FMA version below made moe's kernel 5 %
+ * slower in process on SmolLM2 at b = 0.5 while it made the dense kernel 9 % faster
+ * (benchmarks/results/moe-kernel-ab-dot-s20.txt). Probably because gathered rows wait on memory, and a faster
+ * loop only reaches the lines the prefetcher has not fetched yet sooner. */
+static inline float dot(const float *restrict a, const float *restrict b, int64_t n) {
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += a[j] * b[j];
+    return s;
+}
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -15,9 +26,9 @@ static inline __mmask16 tail_mask(int64_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
 }
 
-/* Two 16-wide FMA accumulators in registers. The `omp simd` reduction it replaces kept its accumulator in memory
- * each iteration and could not fuse multiply and add (-std=c11 turns contraction off). */
-static inline float dot(const float *restrict a, const float *restrict b, int64_t n) {
+/* The dot product of streamed rows (the dense kernel, GEMVs, the router): two 16-wide FMA accumulators in registers.
+ * `dot`'s loop multiplies and adds separately (-std=c11 turns contraction off). */
+static inline float dot_stream(const float *restrict a, const float *restrict b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -31,12 +42,7 @@ static inline float dot(const float *restrict a, const float *restrict b, int64_
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 #else
-static inline float dot(const float *restrict a, const float *restrict b, int64_t n) {
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; j++) s += a[j] * b[j];
-    return s;
-}
+#define dot_stream dot
 #endif
 
 static inline float activate(float v, int act) {
@@ -135,12 +141,12 @@ void glu_dense(const float *x, const float *gate, const float *up, const float *
     {
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < F; i++) {
-            float u = dot(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f);
-            h[i] = gate ? activate(dot(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act) * u
+            float u = dot_stream(up + i * D, x, D) + (up_bias ? up_bias[i] : 0.f);
+            h[i] = gate ? activate(dot_stream(gate + i * D, x, D) + (gate_bias ? gate_bias[i] : 0.f), act) * u
                         : activate(u, act);
         }
 #pragma omp for schedule(static)
-        for (int64_t d = 0; d < D; d++) y[d] = dot(down + d * F, h, F);
+        for (int64_t d = 0; d < D; d++) y[d] = dot_stream(down + d * F, h, F);
     }
 }
 
@@ -205,15 +211,15 @@ void moe_ffn(const float *x, int64_t D, const float *w1, const float *b1, int64_
     float *hidden = work, *scores = work + R, *predicted = scores + E, *route_work = predicted + pseudo;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; r++) { /* the router's first layer: both threads (0.3 MB a layer at R = 128) */
-        float v = dot(w1 + r * D, x, D) + b1[r];
+        float v = dot_stream(w1 + r * D, x, D) + b1[r];
         hidden[r] = v / (1.f + expf(-v));
     }
-    for (int64_t e = 0; e < E; e++) scores[e] = dot(w2 + e * R, hidden, R) + b2[e];
+    for (int64_t e = 0; e < E; e++) scores[e] = dot_stream(w2 + e * R, hidden, R) + b2[e];
     int64_t n = route(scores, E, policy, knob, chosen, route_work);
     int64_t option = 0;
     if (chooser) {
         for (int64_t p = 0; p < pseudo; p++) {
-            predicted[p] = dot(chooser + p * D, x, D) + chooser_bias[p];
+            predicted[p] = dot_stream(chooser + p * D, x, D) + chooser_bias[p];
             if (predicted[p] < predicted[option]) option = p;
         }
     }
@@ -398,7 +404,7 @@ static void rms_norm(const float *x, const float *w, int64_t n, float eps, float
 /* y[rows] = W x (+ b): W [rows, cols] row-major, threads split the rows. */
 void gemv(const float *W, const float *x, const float *b, int64_t rows, int64_t cols, float *y) {
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) y[r] = dot(W + r * cols, x, cols) + (b ? b[r] : 0.f);
+    for (int64_t r = 0; r < rows; r++) y[r] = dot_stream(W + r * cols, x, cols) + (b ? b[r] : 0.f);
 }
 
 /* RoPE as RopeRunner._rotate: v*cos + roll(v, E/2)*sin_signed (sin_signed: first half negated). */
@@ -442,7 +448,7 @@ void attention_decode(float *x, int64_t D, const float *input_w, const float *po
         const float *V = vcache + (head / group) * max_len * E;
         float *s = scores + head * n, *o = attn + head * E, best = -INFINITY, total = 0.f;
         for (int64_t t = 0; t < n; t++) {
-            s[t] = dot(qh, K + t * E, E) * scale;
+            s[t] = dot_stream(qh, K + t * E, E) * scale;
             best = s[t] > best ? s[t] : best;
         }
         for (int64_t t = 0; t < n; t++) total += (s[t] = expf(s[t] - best));
