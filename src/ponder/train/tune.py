@@ -249,7 +249,8 @@ def tune_experts(
 
 @torch.no_grad()
 def capture_module_inputs(model: nn.Module, modules: list, windows: torch.Tensor) -> list[torch.Tensor]:
-    """Each module's inputs [N, D] while the model runs `windows` at full budget (the dense residual stream)."""
+    """Each module's inputs [N, D] while the model runs `windows` at the modules' current budgets (at budget 1, the
+    dense residual stream)."""
     captured: list[list[torch.Tensor]] = [[] for _ in modules]
     hooks = [
         m.register_forward_pre_hook(lambda _, args, i=i: captured[i].append(args[0].reshape(-1, args[0].shape[-1])))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ponder import routing
 from ponder.errors import PonderError
@@ -148,16 +149,17 @@ class MoEFFN(SparseFFN):
         # whole FFN (1.15 at b = 0.97 on a tiny model).
         self.calibrate_knobs(scores, option)
 
-    def calibrate_knobs(self, scores: torch.Tensor, option: torch.Tensor) -> None:
-        """Every policy's knob at every grid budget from calibration tokens' router scores [N, E] and pseudo
-        options [N], counting what each token would cost."""
+    def calibrate_knobs(self, scores: torch.Tensor, option: torch.Tensor, budgets: list[int] | None = None) -> None:
+        """Every policy's knob at the grid budgets numbered `budgets` (default: all) from calibration tokens' router
+        scores [N, E] and pseudo options [N], counting what each token would cost."""
 
         def cost(chosen: torch.Tensor) -> float:
             return float(self.token_macs(chosen, option).double().mean()) / self.dense_macs()
 
+        grid = self.budget_grid.tolist()
         for q, policy in enumerate(POLICY_NAMES):
-            for g, budget in enumerate(self.budget_grid.tolist()):
-                self.thresholds[g, q] = routing.calibrate_knob(policy, scores, budget, cost=cost)
+            for g in range(len(grid)) if budgets is None else budgets:
+                self.thresholds[g, q] = routing.calibrate_knob(policy, scores, grid[g], cost=cost)
         self._kernel = None  # the C kernel holds the router it was built from
 
     def _fit_pseudo(self, inputs: torch.Tensor, chosen: torch.Tensor) -> None:
@@ -351,9 +353,8 @@ class MoEFFN(SparseFFN):
         work: Path, progress: bool = False,
     ) -> None:  # fmt: skip
         """After every layer is calibrated: if config.tune_steps, the end-to-end phase on windows drawn from
-        `pool()` (all the calibration text), budgets from [tune_min_budget, tune_max_budget]. Trained routers
-        score differently, so every policy's knobs are then calibrated again on the calibration `windows`' FFN
-        inputs (the dense residual stream, as in `calibrate`)."""
+        `pool()` (all the calibration text), budgets from [tune_min_budget, tune_max_budget]; then every knob
+        again, in closed loop on the calibration `windows` (`knobs_in_closed_loop`)."""
         config = modules[0].config
         if not config.tune_steps:
             return
@@ -365,14 +366,32 @@ class MoEFFN(SparseFFN):
         )  # fmt: skip
         for module in modules:
             module.keep_tuned()
-        if config.tune_router_lr:
-            before = [module.budget for module in modules]
+        MoEFFN.knobs_in_closed_loop(modules, model, windows, progress=progress)
+
+    @staticmethod
+    @torch.no_grad()
+    def knobs_in_closed_loop(
+        modules: list[MoEFFN], model: nn.Module, windows: torch.Tensor, *, progress: bool = False
+    ) -> None:
+        """Calibrate every knob again where the adaptive model itself runs: per grid budget below 1, run the model
+        at that budget on `windows`, capture what each layer receives, and set that budget's knobs on it.
+
+        `calibrate` sets the knobs on the dense model's FFN inputs. Tuned experts and routers see a residual stream
+        that moved away from it: on SmolLM2 with routers trained, b = 0.5 spent 0.477 of the FFN on the calibration
+        text. The stream is captured under the configured policy and every policy's knobs set on it. All of the
+        calibration text, once: a second round moved nothing that mattered, but half the text missed the other half's
+        spending by up to 0.024 (benchmarks/results/moe-closed-loop-s20.txt)."""
+        before = [module.budget for module in modules]
+        grid = modules[0].budget_grid.tolist()
+        for index, budget in enumerate(tqdm(grid[:-1], desc="moe knobs", unit="budget", disable=not progress)):
             for module in modules:
-                module.set_budget(1.0)
-            inputs = capture_module_inputs(model, modules, windows)
-            for module, x, budget in zip(modules, inputs, before, strict=True):
-                module.calibrate_knobs(module.router(x), module.route_pseudo(x))
                 module.set_budget(budget)
+            inputs = capture_module_inputs(model, modules, windows)
+            for module, x in zip(modules, inputs, strict=True):
+                module.calibrate_knobs(module.router(x), module.route_pseudo(x), [index])
+        for module, budget in zip(modules, before, strict=True):
+            module.thresholds.copy_(module.thresholds.cummax(0).values)  # a lower budget never runs more experts
+            module.set_budget(budget)
 
     def token_forward(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The lean decoder's path: the dense kernel at budget 1, else `moe_ffn`, without `rows_forward`'s dispatch."""
