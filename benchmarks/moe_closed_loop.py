@@ -1,8 +1,9 @@
 """moe's knobs calibrated again in closed loop (`MoEFFN.knobs_in_closed_loop`) on a model converted before that
 step existed: FFN compute spent at budgets 0.25 / 0.5 / 0.75 on the calibration text (each half and all of it) before
-and after, and the time it took; the recalibrated model is saved to OUT for evaluation.
+and after, and the time it took; the recalibrated model is saved to OUT for evaluation. Without OUT: only what DIR
+spends (for a model converted with the closed loop).
 
-    python benchmarks/moe_closed_loop.py DIR OUT
+    python benchmarks/moe_closed_loop.py DIR [OUT]
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def show(label: str, result: dict[str, list[float]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("dir", help="a converted moe model")
-    parser.add_argument("out", help="where the recalibrated model is saved")
+    parser.add_argument("out", nargs="?", help="where the recalibrated model is saved")
     args = parser.parse_args()
     model, tokenizer = load(args.dir)
     calibration = model.ponder_config["calibration"]
     windows = calibration_windows(tokenizer, load_text(calibration["data"]), tokens=calibration["tokens"])
-    show("before", spent(model, windows))
+    show("before" if args.out else "as is", spent(model, windows))
+    if not args.out:
+        return
     start = time.perf_counter()
     MoEFFN.knobs_in_closed_loop(adaptive_modules(model), model, windows, progress=False)
     print(f"closed loop: {time.perf_counter() - start:.0f} s on {windows.numel()} calibration tokens")

@@ -378,9 +378,9 @@ class MoEFFN(SparseFFN):
 
         `calibrate` sets the knobs on the dense model's FFN inputs. Tuned experts and routers see a residual stream
         that moved away from it: on SmolLM2 with routers trained, b = 0.5 spent 0.477 of the FFN on the calibration
-        text. The stream is captured under the configured policy and every policy's knobs set on it. All of the
-        calibration text, once: a second round moved nothing that mattered, but half the text missed the other half's
-        spending by up to 0.024 (benchmarks/results/moe-closed-loop-s20.txt)."""
+        text (0.495 after this step). The stream is captured under the configured policy and every policy's knobs set
+        on it. One pass over all of the calibration text: at the same knobs its two halves differ in spending by up
+        to 0.024 (benchmarks/results/moe-closed-loop-s20.txt)."""
         before = [module.budget for module in modules]
         grid = modules[0].budget_grid.tolist()
         for index, budget in enumerate(tqdm(grid[:-1], desc="moe knobs", unit="budget", disable=not progress)):
