@@ -353,14 +353,15 @@ def tuned_moe(tokenizer):
 def test_tuned_experts_stay_exact_at_full_budget_and_lose_less_below(tuned_moe, tokenizer):
     untuned = tuned_moe_model(tokenizer, steps=0)
     ids = calibration_ids(tokenizer)
-    for budget in (0.4, 0.6):  # measured: 0.248 -> 0.178 and 0.198 -> 0.128 nats
+    for budget in (0.4, 0.6):  # measured: 0.247 -> 0.187 and 0.198 -> 0.134 nats
         assert kl_to_dense(tuned_moe, ids, budget) < 0.85 * kl_to_dense(untuned, ids, budget)
     changed = {
         name.split(".mlp.")[-1]
         for name, tensor in tuned_moe.state_dict().items()
         if name not in untuned.state_dict() or not torch.equal(tensor, untuned.state_dict()[name])
     }
-    assert changed == {"tuned_gate_p", "tuned_up_p", "tuned_down_t", "constant_rows"}  # no dense weight
+    # no dense weight; the knobs are calibrated again in closed loop on the tuned model
+    assert changed == {"tuned_gate_p", "tuned_up_p", "tuned_down_t", "constant_rows", "thresholds"}
     set_budget(tuned_moe, 1.0)
     with torch.no_grad():
         torch.testing.assert_close(tuned_moe(ids).logits, peaked_model()(ids).logits, rtol=0, atol=0)
