@@ -18,7 +18,7 @@ step's data and budget come from a generator seeded by the step index, so a resu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -245,6 +245,27 @@ def tune_experts(
         for module, budget in zip(modules, before, strict=True):
             module.relaxed = None
             module.set_budget(budget)
+
+
+def inputs_at_each_budget(
+    model: nn.Module,
+    modules: list,
+    windows: torch.Tensor,
+    set_budget: Callable[[object, int, float], None],
+    *,
+    rounds: int = 1,
+    desc: str,
+    progress: bool = False,
+) -> Iterator[tuple[int, list[torch.Tensor]]]:
+    """The closed loops' walk over the budget grid below 1: per grid budget, `rounds` times, every module set to it
+    (`set_budget(module, index, budget)`), then (index, each module's inputs while the model runs `windows`). The
+    caller recalibrates from those inputs before the next round."""
+    grid = modules[0].budget_grid.tolist()
+    for index, budget in enumerate(tqdm(grid[:-1], desc=desc, unit="budget", disable=not progress)):
+        for _ in range(rounds):
+            for module in modules:
+                set_budget(module, index, budget)
+            yield index, capture_module_inputs(model, modules, windows)
 
 
 @torch.no_grad()

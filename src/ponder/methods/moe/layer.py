@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ponder import routing
 from ponder.errors import PonderError
@@ -28,7 +27,7 @@ from ponder.methods.base import SparseFFN, budget_grid, native_token, scorer, sc
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.moe.config import PSEUDO_EXPERTS, MoEConfig
 from ponder.stats import RoutingStats
-from ponder.train.tune import budgets_between, capture_module_inputs, tune_experts
+from ponder.train.tune import budgets_between, inputs_at_each_budget, tune_experts
 
 POLICY_NAMES = list(routing.POLICIES)
 GROUPED_BELOW = 0.2
@@ -382,11 +381,11 @@ class MoEFFN(SparseFFN):
         on it. One pass over all of the calibration text: at the same knobs its two halves differ in spending by up
         to 0.024 (benchmarks/results/moe-closed-loop-s20.txt)."""
         before = [module.budget for module in modules]
-        grid = modules[0].budget_grid.tolist()
-        for index, budget in enumerate(tqdm(grid[:-1], desc="moe knobs", unit="budget", disable=not progress)):
-            for module in modules:
-                module.set_budget(budget)
-            inputs = capture_module_inputs(model, modules, windows)
+        walk = inputs_at_each_budget(
+            model, modules, windows, lambda module, _, budget: module.set_budget(budget), desc="moe knobs",
+            progress=progress,
+        )  # fmt: skip
+        for index, inputs in walk:
             for module, x in zip(modules, inputs, strict=True):
                 module.calibrate_knobs(module.router(x), module.route_pseudo(x), [index])
         for module, budget in zip(modules, before, strict=True):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ponder.errors import PonderError
 from ponder.kernels import native
@@ -23,10 +22,15 @@ from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, check_gate_
 from ponder.methods.budget_gate import BudgetGate, control_inputs, error_levels, fit_budget_gate
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.nested.config import NestedConfig
-from ponder.train.tune import budgets_between, capture_module_inputs, tune_gates
+from ponder.train.tune import budgets_between, inputs_at_each_budget, tune_gates
 
 FEEDBACK_TOKENS = 2048  # calibration tokens the closed-loop controller runs on
 FEEDBACK_ROUNDS = 2
+
+
+def _run_at(module: NestedFFN, index: int, budget: float) -> None:
+    """A module at grid budget `index` with that budget's current input, as the controller loop last set it."""
+    module.budget, module.threshold = budget, module.thresholds[index]
 
 
 def _mean_of(functions: list[Callable[[float], float]], u: float) -> float:
@@ -136,18 +140,18 @@ class NestedFFN(SparseFFN):
         for all layers, at which their mean compute meets the budget; else one per layer, each meeting it."""
         batch = windows.reshape(-1)[:FEEDBACK_TOKENS].view(-1, windows.shape[-1])
         grid = modules[0].budget_grid.tolist()
-        for index, budget in enumerate(tqdm(grid[:-1], desc="nested controller", disable=not progress)):
-            for _ in range(FEEDBACK_ROUNDS):
-                for module in modules:
-                    module.budget, module.threshold = budget, module.thresholds[index]
-                inputs = capture_module_inputs(model, modules, batch)
-                spent = [partial(m.compute_at, x) for m, x in zip(modules, inputs, strict=True)]
-                if shared:
-                    updates = control_inputs(partial(_mean_of, spent), [budget]) * len(modules)
-                else:
-                    updates = [control_inputs(f, [budget])[0] for f in spent]
-                for module, value in zip(modules, updates, strict=True):
-                    module.thresholds[index] = value
+        walk = inputs_at_each_budget(
+            model, modules, batch, _run_at, rounds=FEEDBACK_ROUNDS, desc="nested controller", progress=progress
+        )
+        for index, inputs in walk:
+            budget = grid[index]
+            spent = [partial(m.compute_at, x) for m, x in zip(modules, inputs, strict=True)]
+            if shared:
+                updates = control_inputs(partial(_mean_of, spent), [budget]) * len(modules)
+            else:
+                updates = [control_inputs(f, [budget])[0] for f in spent]
+            for module, value in zip(modules, updates, strict=True):
+                module.thresholds[index] = value
         for module in modules:  # a lower budget never gets a larger input
             module.thresholds.copy_(module.thresholds.cummax(0).values)
             module.set_budget(FULL_BUDGET)
