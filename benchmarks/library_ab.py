@@ -2,7 +2,8 @@
 the whole lean decode (64-token prompt, 128 new tokens, as `ponder bench`): dense (budget 1) and each budget under
 each library, same process, interleaved rounds, the first dropped as warm-up. A change that speeds up every kernel
 (the dot product, the flags) speeds up the dense baseline too: this says what it does to the ratio `ponder bench`
-reports, which the per-kernel A/Bs cannot.
+reports, which the per-kernel A/Bs cannot. Caution: an A/A run (--rev HEAD with an unchanged kernel) reported this tree
+8-9 % faster on both rows (benchmarks/results/library-ab-aa-s20.txt); read a result only beside an A/A.
 
     python benchmarks/library_ab.py DIR [--rev HEAD] [--budgets 0.5] [--repeats 7]
 """
@@ -32,7 +33,7 @@ def main() -> None:
     modules = [m for m in adaptive_modules(model) if hasattr(m, "_kernel")]  # moe builds its kernel on first use
     with tempfile.TemporaryDirectory() as tmp:
         libraries = {args.rev: kernel_at(args.rev, Path(tmp)), "this tree": current}
-        # A, B, B, A: whichever decoder is built later ran 3-5 % faster with identical libraries (an A/A run), so
+        # A, B, B, A: whichever decoder was built later ran faster with identical libraries (A/A runs), so
         # each library gets one early and one late copy, and the copies' times are multiplied in the comparisons
         worlds = [(args.rev, 0), ("this tree", 0), ("this tree", 1), (args.rev, 1)]
         cases: dict[str, Callable[[], object]] = {}

@@ -33,3 +33,4 @@ ponder bench runs/s20/moe-router --budgets 0.75,0.5,0.25 --repeats 7 --json $out
 ponder bench runs/s20/moe-router --budgets 0.45,0.5 --repeats 7 --json $out/bench-moe-router-045-s20.json
 python benchmarks/decode_compute.py runs/s19/moe-router runs/s20/moe-router-closed runs/s20/moe-router \
   > $out/decode-compute-s20.txt
+python benchmarks/library_ab.py runs/s20/moe-router --rev HEAD --budgets 0.5 --repeats 9 > $out/library-ab-aa-s20.txt   # A/A, at e50a3a7
