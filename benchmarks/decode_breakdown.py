@@ -1,6 +1,7 @@
-"""Where a lean decode step's time goes: the whole step, the same step with the FFNs through PyTorch's modules
-instead of the fused C kernel, the step with every FFN replaced by the identity, the lm_head GEMV alone and the
-layers' attention calls alone, interleaved in one process (median ms per token).
+"""Where a lean decode step's time goes: the whole step (as `generate` runs it: the screened greedy head), the same
+step with the FFNs through PyTorch's modules instead of the fused C kernel, the step with every FFN replaced by the
+identity, the lm_head alone (the full fp32 GEMV and the screened head) and the layers' attention calls alone,
+interleaved in one process (median ms per token).
 
     python benchmarks/decode_breakdown.py [--repeats 7] [--steps 64]
 """
@@ -31,10 +32,14 @@ def main() -> None:
     prompt = prompt_ids(tokenizer, 64)
     token = prompt[:, -1:]
     ffns = [layer.ffn for layer in runner.layers]
-    hidden = torch.randn(1, model.config.hidden_size)
 
     tokens = [layer.ffn_token for layer in runner.layers]  # the bound one-token paths the native step calls
     torch_ffns = [ffn.view.module if isinstance(ffn, NativeDenseFFN) else ffn for ffn in ffns]  # the HF modules
+
+    with torch.inference_mode():  # a real final hidden state: the screen's work depends on it
+        runner.reset(1)
+        runner.forward(prompt)
+        hidden = runner._native_step(token).clone()
 
     def identity(h: torch.Tensor) -> torch.Tensor:
         return h
@@ -48,13 +53,19 @@ def main() -> None:
         runner.forward(prompt)
         start = time.perf_counter()
         for _ in range(args.steps):
-            runner.forward(token)
+            runner.next_token(token)
         return (time.perf_counter() - start) / args.steps
 
-    def lm_head() -> float:  # as the native step runs it
+    def lm_head() -> float:  # as `forward` runs it
         start = time.perf_counter()
         for _ in range(args.steps):
-            native.gemv(model.lm_head.weight, hidden[0])
+            native.gemv(model.lm_head.weight, hidden)
+        return (time.perf_counter() - start) / args.steps
+
+    def screened_head() -> float:  # as `next_token` runs it
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            runner.greedy_head(hidden)
         return (time.perf_counter() - start) / args.steps
 
     def attention() -> float:  # every layer's attention call of one step, without the Python loop around it
@@ -77,6 +88,7 @@ def main() -> None:
         "step, PyTorch FFN": lambda: steps("torch"),
         "step without FFN": lambda: steps("none"),
         "lm_head alone": lm_head,
+        "screened head alone": screened_head,
         "attention alone": attention,
     }
     times: dict[str, list[float]] = {name: [] for name in cases}

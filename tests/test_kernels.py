@@ -155,8 +155,9 @@ def test_moe_panels_refuse_experts_wider_than_the_kernel_takes():
     assert native.moe_panels(None, up[:192], 192, None, None) is not None
 
 
-def test_moe_grouped_portable_build_agrees(tmp_path):
-    """The plain-C build (for CPUs without AVX-512) computes what the vector build does."""
+@pytest.fixture
+def portable(tmp_path) -> ctypes.CDLL:
+    """The plain-C build, for CPUs without AVX-512."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists() or "avx512f" not in cpuinfo.read_text():
         pytest.skip("the default build is already the portable one here")
@@ -164,8 +165,11 @@ def test_moe_grouped_portable_build_agrees(tmp_path):
     source = tmp_path / "sparse_ffn.c"
     source.write_bytes(native.source_path().read_bytes())
     native._build(tmp_path / "portable.so", source, flags)
-    portable = ctypes.CDLL(str(tmp_path / "portable.so"))
-    portable.moe_grouped.argtypes = native.library().moe_grouped.argtypes
+    return native.load_library(tmp_path / "portable.so")
+
+
+def test_moe_grouped_portable_build_agrees(portable):
+    """The plain-C build computes what the vector build does."""
     for activation in ACTS:
         case = _moe_case(3, 70, 37, 24, 1, 5, 0.5, True, True)
         x, gate, up, down_t, gate_bias, up_bias, chosen = case
@@ -180,3 +184,59 @@ def test_moe_grouped_portable_build_agrees(tmp_path):
                              panels.shape[2], 1, native.ACTIVATIONS[activation], 1, 5, offsets.data_ptr(),
                              tokens.data_ptr(), out.data_ptr())  # fmt: skip
         torch.testing.assert_close(out, vector, rtol=1e-5, atol=1e-5)
+
+
+def _greedy_case(seed: int, rows: int, cols: int, bias: bool, spread: float):
+    """An output head whose rows are one shared row plus noise `spread` times smaller: near-ties that an int8 copy
+    cannot order, with per-row scales far apart."""
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randn(cols, generator=g)
+    weight = (shared + spread * torch.randn(rows, cols, generator=g)) * torch.rand(rows, 1, generator=g).add(0.5)
+    return weight.contiguous(), torch.randn(rows, generator=g) * spread if bias else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    rows=st.integers(1, 300),
+    cols=st.integers(1, 90),
+    bias=st.booleans(),
+    spread=st.sampled_from([1.0, 1e-2, 1e-4]),
+    magnitude=st.sampled_from([1e-3, 1.0, 1e3]),
+)
+def test_greedy_head_picks_the_token_the_full_head_picks(seed, rows, cols, bias, spread, magnitude):
+    weight, b = _greedy_case(seed, rows, cols, bias, spread)
+    head = native.GreedyHead(weight, b)
+    for step in range(4):
+        x = torch.randn(cols, generator=torch.Generator().manual_seed(seed + step)) * magnitude
+        assert head(x) == int(native.gemv(weight, x, b).argmax())
+
+
+def test_greedy_head_screen_is_what_keeps_it_exact():
+    """Without its error bound the int8 screen picks other tokens on near-ties: the bound is doing the work."""
+    weight, b = _greedy_case(0, 2000, 64, True, 1e-4)
+    head = native.GreedyHead(weight, b)
+    xs = [torch.randn(64, generator=torch.Generator().manual_seed(s)) for s in range(20)]
+    exact = [int(native.gemv(weight, x, b).argmax()) for x in xs]
+    assert [head(x) for x in xs] == exact
+    head.bound.zero_()
+    assert [head(x) for x in xs] != exact
+
+
+def test_greedy_head_ties_and_non_finite_inputs_match_argmax():
+    weight = torch.randn(50, 33)
+    weight[7] = weight[3] = weight[40] = weight[3] * 4  # exact ties: the first wins, as in torch.argmax
+    head, x = native.GreedyHead(weight), weight[3].clone()
+    assert head(x) == int(native.gemv(weight, x).argmax()) == 3
+    x[5] = float("inf")
+    assert head(x) == int(native.gemv(weight, x).argmax())
+    assert head(torch.full((33,), float("nan"))) == int(native.gemv(weight, torch.full((33,), float("nan"))).argmax())
+
+
+def test_greedy_head_portable_build_agrees(portable):
+    weight, b = _greedy_case(1, 500, 70, True, 1e-4)
+    head = native.GreedyHead(weight, b)
+    for seed in range(10):
+        x = torch.randn(70, generator=torch.Generator().manual_seed(seed))
+        token = portable.greedy_head(*head._args, 500, 70, x.data_ptr(), head._approx.data_ptr())
+        assert token == head(x) == int(native.gemv(weight, x, b).argmax())

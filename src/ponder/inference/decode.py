@@ -49,6 +49,10 @@ class GenericRunner:
         out = self.model(input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
+    def next_token(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The greedy next token [B] after appending `input_ids` [B, T]."""
+        return self.forward(input_ids).argmax(dim=-1)
+
 
 class NativeDenseFFN:
     """A dense (not adaptive) FFN module, run for one fp32 token by the same C kernel family the adaptive methods'
@@ -144,6 +148,9 @@ class RopeRunner:
         self.values: list[torch.Tensor] = []
         self.position = 0
         self.native_step = native.library() is not None and model.dtype == torch.float32
+        self.greedy_head: native.GreedyHead | None = None
+        """The one-token greedy step's head: the exact argmax at a quarter of the head's reads (None: the full fp32
+        head, as `forward` runs it)."""
         """One token of one sequence runs each layer's attention block as one C call (`attention_decode`)."""
         if self.native_step:
             for layer in self.layers:
@@ -163,6 +170,8 @@ class RopeRunner:
             D = config.hidden_size
             self._x, self._ffn_in = torch.empty(D), torch.empty(D)
             self._work = torch.empty(self.layers[0].kernel.work_size(max_len))
+            head = model.lm_head
+            self.greedy_head = native.GreedyHead(head.weight, head.bias)
 
     def reset(self, batch_size: int) -> None:
         start_sequences(self.model, batch_size)
@@ -207,7 +216,8 @@ class RopeRunner:
         return torch.where(skipping.view(1, -1, 1), layer.skip.passed_through(x), ran)
 
     def _native_step(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """One token of one sequence: each layer's attention block in one C call, its FFN module as it is."""
+        """One token of one sequence: each layer's attention block in one C call, its FFN module as it is; returns
+        the final normed hidden state [D]."""
         position = self.position
         x, ffn_in = self._x, self._ffn_in
         x.copy_(self.model.model.embed_tokens.weight[input_ids[0, 0]])  # [D]
@@ -225,18 +235,26 @@ class RopeRunner:
             else:
                 x += layer.ffn(ffn_in.view(1, 1, -1)).view(-1)
         self.position = position + 1
-        h = _rms_norm(self.model.model.norm, x)  # [D]
-        head = self.model.lm_head
-        return native.gemv(head.weight, h, head.bias)[None]  # [1, V]; 2.8x PyTorch's GEMV here
+        return _rms_norm(self.model.model.norm, x)  # [D]
+
+    def _end_after(self, steps: int) -> int:
+        """The position after `steps` more tokens, which the caches must hold."""
+        end = self.position + steps
+        if end > self.max_len:
+            raise ValueError(f"sequence of {end} tokens exceeds the decoder's max_len={self.max_len}")
+        return end
+
+    def _one_native_token(self, input_ids: torch.Tensor) -> bool:
+        batch, steps = input_ids.shape
+        return self.native_step and batch == 1 and steps == 1
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits [B, V] of the last position after appending `input_ids` [B, T]."""
         batch, steps = input_ids.shape
-        start, end = self.position, self.position + steps
-        if end > self.max_len:
-            raise ValueError(f"sequence of {end} tokens exceeds the decoder's max_len={self.max_len}")
-        if self.native_step and batch == 1 and steps == 1:
-            return self._native_step(input_ids)
+        start, end = self.position, self._end_after(steps)
+        if self._one_native_token(input_ids):
+            head = self.model.lm_head
+            return native.gemv(head.weight, self._native_step(input_ids), head.bias)[None]  # [1, V]; 2.8x torch
         heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
         cos, sin_signed = self.cos[start:end], self.sin_signed[start:end]  # [T, E]
         mask = None
@@ -276,6 +294,14 @@ class RopeRunner:
         h = _rms_norm(self.model.model.norm, x[:, -1])  # [B, D]
         return self.model.lm_head(h)  # [B, V]
 
+    def next_token(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The greedy next token [B] after appending `input_ids` [B, T]: `forward(...).argmax(-1)`, the one-token
+        step through the screened head."""
+        if self._one_native_token(input_ids) and self.greedy_head is not None:
+            self._end_after(1)
+            return torch.tensor([self.greedy_head(self._native_step(input_ids))])
+        return self.forward(input_ids).argmax(dim=-1)
+
 
 def _rope_supported(model: PreTrainedModel) -> bool:
     config = model.config
@@ -292,8 +318,9 @@ def _rope_supported(model: PreTrainedModel) -> bool:
 class LeanDecoder:
     """Greedy decoding that gives the same tokens as `model.generate(do_sample=False)`, faster.
 
-    Weights are read from the model when the decoder is built (Q/K/V are fused into a copy): build a new decoder
-    after changing attention weights. FFN modules are called live, so budgets set on adaptive FFNs apply.
+    Weights are read from the model when the decoder is built (Q/K/V are fused into a copy, the head gets an int8
+    copy to screen tokens with): build a new decoder after changing attention or head weights. FFN modules are
+    called live, so budgets set on adaptive FFNs apply.
     """
 
     def __init__(self, model: PreTrainedModel, *, max_len: int = 2048, native: bool | None = None):
@@ -323,9 +350,8 @@ class LeanDecoder:
         self.runner.reset(input_ids.shape[0])
         tokens = [input_ids]
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-        logits = self.runner.forward(input_ids)  # [B, V]
+        next_token = self.runner.next_token(input_ids)  # [B]
         for step in range(max_new_tokens):
-            next_token = logits.argmax(dim=-1)  # [B]
             if len(eos):
                 next_token = torch.where(finished, eos[0], next_token)
                 finished |= torch.isin(next_token, eos)
@@ -334,5 +360,5 @@ class LeanDecoder:
                 on_token(next_token)
             if step == max_new_tokens - 1 or (len(eos) and bool(finished.all())):
                 break
-            logits = self.runner.forward(next_token[:, None])
+            next_token = self.runner.next_token(next_token[:, None])
         return torch.cat(tokens, dim=1)

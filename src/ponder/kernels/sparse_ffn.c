@@ -407,6 +407,64 @@ void gemv(const float *W, const float *x, const float *b, int64_t rows, int64_t 
     for (int64_t r = 0; r < rows; r++) y[r] = dot_stream(W + r * cols, x, cols) + (b ? b[r] : 0.f);
 }
 
+/* ---- Greedy next token from the output head, reading an int8 copy of it (ponder.inference.head) ----------------
+ * The token is argmax_r (W x + b)_r as `gemv` computes it in fp32, but the full pass reads Wq, W quantised to int8
+ * with one scale per row (a quarter of W's bytes). approx_r = scale_r (Wq_r . x) + b_r differs from gemv's value by
+ * at most bound_r |x| + 2^-20 (|approx_r| + |b_r|) (bound_r: the quantisation error's norm plus both sums' rounding,
+ * precomputed with margin). Every row whose interval can reach the best lower end is recomputed exactly with
+ * `gemv`'s own dot, and the best of those, the first on ties as torch.argmax, is returned: the same token as
+ * argmax(gemv(W, x, b)). Returns -1 where x is not finite (the caller then runs the full head).
+ * approx: [rows] scratch. */
+static inline float dot_i8(const int8_t *restrict a, const float *restrict b, int64_t n) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const __m512 a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a + j))));
+        const __m512 a1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a + j + 16))));
+        s0 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(b + j), s0);
+        s1 = _mm512_fmadd_ps(a1, _mm512_loadu_ps(b + j + 16), s1);
+    }
+    for (; j < n; j += 16) {
+        const __mmask16 m = tail_mask(n - j);
+        const __m512 a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + j)));
+        s0 = _mm512_fmadd_ps(a0, _mm512_maskz_loadu_ps(m, b + j), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+#else
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += (float)a[j] * b[j];
+    return s;
+#endif
+}
+
+int64_t greedy_head(const int8_t *Wq, const float *scale, const float *bound, const float *W, const float *b,
+                    int64_t rows, int64_t cols, const float *x, float *approx) {
+    double norm2 = 0.0;
+    for (int64_t i = 0; i < cols; i++) norm2 += (double)x[i] * x[i];
+    if (!isfinite(norm2)) return -1;
+    const float norm = (float)(sqrt(norm2) * (1.0 + 1e-6)), slack = 0x1p-20f;
+    float floor_ = -INFINITY; /* the best lower end of any row's interval */
+#pragma omp parallel for schedule(static) reduction(max : floor_)
+    for (int64_t r = 0; r < rows; r++) {
+        const float bias = b ? b[r] : 0.f, a = scale[r] * dot_i8(Wq + r * cols, x, cols) + bias;
+        approx[r] = a;
+        const float low = a - (bound[r] * norm + slack * (fabsf(a) + fabsf(bias)));
+        floor_ = low > floor_ ? low : floor_;
+    }
+    if (!isfinite(floor_)) return -1;
+    int64_t best = -1;
+    float best_value = -INFINITY;
+    for (int64_t r = 0; r < rows; r++) { /* rows in order: the first of equal values wins, as in torch.argmax */
+        const float bias = b ? b[r] : 0.f, a = approx[r];
+        if (a + (bound[r] * norm + slack * (fabsf(a) + fabsf(bias))) < floor_) continue;
+        const float exact = dot_stream(W + r * cols, x, cols) + bias; /* as gemv computes row r */
+        if (best < 0 || exact > best_value) best = r, best_value = exact;
+    }
+    return best;
+}
+
 /* RoPE as RopeRunner._rotate: v*cos + roll(v, E/2)*sin_signed (sin_signed: first half negated). */
 static void rotate(float *v, const float *cos, const float *sin_signed, int64_t E, float *tmp) {
     const int64_t half = E / 2;
