@@ -11,6 +11,7 @@ Shapes: N = tokens, D = hidden size, F = FFN neurons, G = budgets in the calibra
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -81,6 +82,16 @@ def scorer_macs(net: nn.Module) -> int:
     return sum(layer.weight.numel() for layer in net.modules() if isinstance(layer, nn.Linear))
 
 
+@dataclass(slots=True)
+class Tally:
+    """FFN work counted since the last `pop_compute`. A plain object, because every attribute set on an nn.Module
+    goes through its __setattr__ (about 5 µs here): counting on the module cost 0.4 ms a decoded token over 30
+    layers (cProfile of a moe decode)."""
+
+    tokens: int = 0
+    macs: int = 0
+
+
 class SparseFFN(nn.Module):
     """An FFN whose active neurons vary per token. Exact (the dense module's own math) at budget 1."""
 
@@ -102,8 +113,7 @@ class SparseFFN(nn.Module):
         self.budget = FULL_BUDGET
         self.threshold = self.thresholds[-1]
         self.threshold_values = self.threshold.reshape(-1).tolist()
-        self._tokens = 0
-        self._macs = 0
+        self.tally = Tally()
         self.trace: list[torch.Tensor] | None = None  # per-token MAC fractions, kept while a ComputeTrace runs
 
     # --- budget -------------------------------------------------------------------------------------------
@@ -134,8 +144,9 @@ class SparseFFN(nn.Module):
         return self.up.element_size()
 
     def pop_compute(self) -> tuple[int, int]:
-        counts = (self._tokens, self._macs)
-        self._tokens, self._macs = 0, 0
+        tally = self.tally
+        counts = (tally.tokens, tally.macs)
+        tally.tokens = tally.macs = 0
         return counts
 
     def pop_trace(self) -> torch.Tensor:
@@ -145,13 +156,14 @@ class SparseFFN(nn.Module):
 
     def _count(self, macs: torch.Tensor | int) -> None:
         """Record work done: MACs per token ([N]), or an int for a single token."""
+        tally = self.tally
         if isinstance(macs, int) and self.trace is None:  # one decode token: no tensor work on the hot path
-            self._tokens += 1
-            self._macs += macs
+            tally.tokens += 1
+            tally.macs += macs
             return
         per_token = torch.as_tensor(macs, dtype=torch.int64).reshape(-1)
-        self._tokens += per_token.numel()
-        self._macs += int(per_token.sum())
+        tally.tokens += per_token.numel()
+        tally.macs += int(per_token.sum())
         if self.trace is not None:
             self.trace.append(per_token.double() / self.dense_macs())
 
