@@ -9,6 +9,8 @@ from transformers import GenerationConfig
 
 from conftest import FAMILIES, ROPE_FAMILIES, VOCAB, tiny_model
 from ponder.inference import LeanDecoder
+from ponder.kernels import native
+from ponder.stats import decode_weight_bytes
 
 
 def hf_greedy(model, ids, new_tokens):
@@ -96,3 +98,15 @@ def test_native_kernels_build_where_a_compiler_exists():
     from ponder.kernels import native
 
     assert native.library() is not None
+
+
+@pytest.mark.skipif(native.library() is None, reason="no C compiler: no screened head")
+def test_weight_bytes_count_the_screened_head_as_it_reads():
+    """`ponder bench`'s bytes per token: the greedy step reads the head's int8 copy with a scale and a bound per row,
+    not its fp32 weight."""
+    model = tiny_model("llama")
+    screen = LeanDecoder(model).runner.greedy_head
+    rows, cols = model.lm_head.weight.shape
+    assert screen.bytes_read() == rows * cols + 2 * rows * 4
+    saved = decode_weight_bytes(model) - decode_weight_bytes(model, head_bytes=screen.bytes_read())
+    assert saved == rows * cols * 4 - screen.bytes_read()

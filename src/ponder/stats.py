@@ -161,15 +161,20 @@ class ComputeMeter(_FFNHooks):
         return self
 
 
-def decode_weight_bytes(model: nn.Module, ffn_bytes_fraction: float = 1.0) -> float:
+def decode_weight_bytes(
+    model: nn.Module, ffn_bytes_fraction: float = 1.0, *, head_bytes: float | None = None
+) -> float:
     """Bytes of weights one batch-1 decode step reads: every parameter once, except an untied input embedding
-    (only one row is read) and the FFNs scaled by the achieved FFN byte fraction. The memory-bandwidth floor."""
+    (only one row is read), the FFNs scaled by the achieved FFN byte fraction, and the output head counted as
+    `head_bytes` where given (the lean decoder's screened greedy head reads an int8 copy). The bandwidth floor."""
     params = {p.data_ptr(): p for p in model.parameters()}.values()
     total = sum(p.numel() * p.element_size() for p in params)
     embedding = model.get_input_embeddings().weight
     output = model.get_output_embeddings()
     if output is None or output.weight.data_ptr() != embedding.data_ptr():
         total -= embedding.numel() * embedding.element_size()
+    if output is not None and head_bytes is not None:
+        total += head_bytes - output.weight.numel() * output.weight.element_size()
     arch = architecture_of(model)
     ffn_bytes = 0
     for layer in decoder_layers(model):

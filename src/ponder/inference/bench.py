@@ -155,11 +155,13 @@ def benchmark(
 
     hf = Rate.of(new_tokens, seconds["hf_generate"])
     dense = rates(1.0)
-    weight_bytes = decode_weight_bytes(model)
+    screen = getattr(decoder.runner, "greedy_head", None)
+    head_bytes = None if screen is None else screen.bytes_read()
+    weight_bytes = decode_weight_bytes(model, head_bytes=head_bytes)
     rows = []
     for budget in budgets:
         report = compute[budget]
-        row_bytes = decode_weight_bytes(model, report.ffn_bytes)
+        row_bytes = decode_weight_bytes(model, report.ffn_bytes, head_bytes=head_bytes)
         rows.append(
             {"budget": budget, "ffn_compute": report.ffn_compute, "ffn_bytes": report.ffn_bytes}
             | _row(rates(budget), ratios(budget))

@@ -353,6 +353,10 @@ class GreedyHead:
         self._shape = weight.shape
         self._fn = library().greedy_head
 
+    def bytes_read(self) -> int:
+        """What a call reads besides the few rows it recomputes: the int8 copy, its scales and bounds."""
+        return self.quantised.numel() + (self.scale.numel() + self.bound.numel()) * 4
+
     def __call__(self, h: torch.Tensor) -> int:
         """The token for one contiguous fp32 hidden state h [D] (already normed)."""
         token = self._fn(*self._args, *self._shape, h.data_ptr(), self._approx.data_ptr())
