@@ -110,3 +110,12 @@ def test_weight_bytes_count_the_screened_head_as_it_reads():
     assert screen.bytes_read() == rows * cols + 2 * rows * 4
     saved = decode_weight_bytes(model) - decode_weight_bytes(model, head_bytes=screen.bytes_read())
     assert saved == rows * cols * 4 - screen.bytes_read()
+
+
+@pytest.mark.skipif(native.library() is None, reason="no C compiler: no screened head")
+def test_the_full_head_makes_the_same_tokens():
+    model = tiny_model("llama")
+    ids = torch.randint(0, VOCAB, (1, 7), generator=torch.Generator().manual_seed(3))
+    full = LeanDecoder(model, max_len=64, screen_head=False)
+    assert full.runner.greedy_head is None
+    assert torch.equal(full.generate(ids, 20), LeanDecoder(model, max_len=64).generate(ids, 20))

@@ -128,7 +128,7 @@ def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class RopeRunner:
     """Llama-style blocks run natively over a static KV cache."""
 
-    def __init__(self, model: PreTrainedModel, max_len: int):
+    def __init__(self, model: PreTrainedModel, max_len: int, *, screen_head: bool = True):
         arch = architecture_of(model)
         config = model.config
         self.model = model
@@ -171,7 +171,7 @@ class RopeRunner:
             self._x, self._ffn_in = torch.empty(D), torch.empty(D)
             self._work = torch.empty(self.layers[0].kernel.work_size(max_len))
             head = model.lm_head
-            self.greedy_head = native.GreedyHead(head.weight, head.bias)
+            self.greedy_head = native.GreedyHead(head.weight, head.bias) if screen_head else None
 
     def reset(self, batch_size: int) -> None:
         start_sequences(self.model, batch_size)
@@ -320,13 +320,16 @@ class LeanDecoder:
 
     Weights are read from the model when the decoder is built (Q/K/V are fused into a copy, the head gets an int8
     copy to screen tokens with): build a new decoder after changing attention or head weights. FFN modules are
-    called live, so budgets set on adaptive FFNs apply.
+    called live, so budgets set on adaptive FFNs apply. `screen_head=False` saves the int8 copy's memory (vocabulary
+    × hidden bytes) and reads the full fp32 head every step; the tokens are the same.
     """
 
-    def __init__(self, model: PreTrainedModel, *, max_len: int = 2048, native: bool | None = None):
+    def __init__(
+        self, model: PreTrainedModel, *, max_len: int = 2048, native: bool | None = None, screen_head: bool = True
+    ):
         native = _rope_supported(model) if native is None else native
         self.model = model
-        self.runner = RopeRunner(model, max_len) if native else GenericRunner(model)
+        self.runner = RopeRunner(model, max_len, screen_head=screen_head) if native else GenericRunner(model)
         self.native = native
 
     @torch.inference_mode()
