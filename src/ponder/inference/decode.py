@@ -148,10 +148,10 @@ class RopeRunner:
         self.values: list[torch.Tensor] = []
         self.position = 0
         self.native_step = native.library() is not None and model.dtype == torch.float32
+        """One token of one sequence runs each layer's attention block as one C call (`attention_decode`)."""
         self.greedy_head: native.GreedyHead | None = None
         """The one-token greedy step's head: the exact argmax at a quarter of the head's reads (None: the full fp32
         head, as `forward` runs it)."""
-        """One token of one sequence runs each layer's attention block as one C call (`attention_decode`)."""
         if self.native_step:
             for layer in self.layers:
                 layer.kernel = native.AttentionKernel(
