@@ -43,3 +43,15 @@ tune="--set tune_steps=200 --set tune_lr=5e-4 --set tune_decay=0.5 --set tune_mi
 tune="$tune --set tune_precision=bfloat16 --set tune_router_lr=1e-3"
 /usr/bin/time -v ponder convert smollm2-135m --method moe --set experts=32 --set shared_experts=4 $tune \
   -o runs/s21/moe-e32-router > runs/s21/convert-e32-router.log 2>&1
+grep -E "Command being timed|Elapsed|Maximum resident" runs/s21/convert-e32-router.log > $out/convert-moe-e32-router-s21.txt
+for budget in 0.5 0.47; do
+  ponder eval runs/s21/moe-e32-router --budget $budget --windows 20 --quiet --json $out/eval-moe-e32-router-$budget-s21.json
+done
+python benchmarks/matched_compute.py --at 0.502,0.505,0.51 \
+  moe-router-closed-s20=$out/eval-moe-router-closed-0.47-s20.json,$out/eval-moe-router-closed-0.48-s20.json,$out/eval-moe-router-closed-0.5-s20.json \
+  moe-e32-router=$out/eval-moe-e32-router-0.47-s21.json,$out/eval-moe-e32-router-0.5-s21.json \
+  > $out/matched-compute-e32-s21.txt
+ponder bench runs/s21/moe-e32-router --budgets 0.5 --repeats 9 --quiet --json $out/bench-moe-e32-router-s21.json
+# the two routers-trained moe models (64 x 24 of session 20, 32 x 48 here) in one process, each beside dense
+python benchmarks/greedy_head_ab.py runs/s20/moe-router runs/s21/moe-e32-router --repeats 11 2>&1 | quiet \
+  > $out/greedy-head-ab-e32-s21.txt
