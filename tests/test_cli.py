@@ -8,6 +8,7 @@ import pytest
 
 from conftest import tiny_unsupported_model
 from ponder.cli import main
+from ponder.kernels import native
 
 
 def run_cli(capsys, *argv):
@@ -39,6 +40,8 @@ def test_bench_json_has_contract_keys(capsys, saved_model, tmp_path):
     assert result["hf_generate"]["decode_tok_s"] > 0
     assert result["budgets"] == []
     assert result["tokens_match_hf"] is True
+    screened = result["lean_path"] == "native" and native.library() is not None
+    assert result["greedy_head"] == ("int8-screened" if screened else "fp32")
 
 
 def test_generate_prints_text(capsys, saved_model):

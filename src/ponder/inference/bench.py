@@ -178,6 +178,7 @@ def benchmark(
         "prefill_tokens": prefill_tokens,
         "repeats": repeats,
         "lean_path": "native" if decoder.native else "generic",
+        "greedy_head": "fp32" if screen is None else "int8-screened",  # the same tokens either way
         "tokens_match_hf": bool(torch.equal(hf_tokens, lean_tokens)),
         "hf_generate": {"decode_tok_s": hf.median, "decode_tok_s_min": hf.low, "decode_tok_s_max": hf.high},
         "dense": _row(dense, {})
