@@ -75,7 +75,7 @@ def _signatures() -> dict[str, tuple[list, type | None]]:
         "cats_ffn": ([pointer] * 6 + [i64, i64, f32, i32] + [pointer] * 4, None),
         "moe_ffn": (moe_ffn + [pointer] * 8 + [i64, i64, i32] + [pointer] * 6, None),
         "gemv": ([pointer] * 3 + [i64, i64, pointer], None),
-        "greedy_head": ([pointer] * 5 + [i64, i64, pointer, pointer], i64),
+        "greedy_head": ([pointer] * 5 + [i64, i64] + [pointer] * 3, i64),
         "attention_decode": (attention + [pointer] * 4 + [i64, i64, f32] + [pointer] * 4, None),
         "layer_skip_decode": (skip + [pointer, f32] + [pointer] * 4 + [i64, i64] + [pointer] * 3, i64),
         "moe_grouped": (
@@ -349,6 +349,7 @@ class GreedyHead:
             self.quantised[start : start + 4096] = quantised
             self.scale[start : start + 4096], self.bound[start : start + 4096] = scale, error * 1.01
         self._approx = torch.empty(weight.shape[0])
+        self._recomputed = (ctypes.c_int64 * 1)()
         self._args = tuple(map(_ptr, (self.quantised, self.scale, self.bound, self.weight, self.bias)))
         self._shape = weight.shape
         self._fn = library().greedy_head
@@ -357,9 +358,14 @@ class GreedyHead:
         """What a call reads besides the few rows it recomputes: the int8 copy, its scales and bounds."""
         return self.quantised.numel() + (self.scale.numel() + self.bound.numel()) * 4
 
+    @property
+    def recomputed(self) -> int:
+        """Rows the last call recomputed in fp32 (what the screen let through)."""
+        return self._recomputed[0]
+
     def __call__(self, h: torch.Tensor) -> int:
         """The token for one contiguous fp32 hidden state h [D] (already normed)."""
-        token = self._fn(*self._args, *self._shape, h.data_ptr(), self._approx.data_ptr())
+        token = self._fn(*self._args, *self._shape, h.data_ptr(), self._approx.data_ptr(), self._recomputed)
         if token < 0:  # h is not finite: the full head, as argmax would see it
             return int(gemv(self.weight, h, self.bias).argmax())
         return token

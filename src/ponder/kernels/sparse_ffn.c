@@ -414,7 +414,7 @@ void gemv(const float *W, const float *x, const float *b, int64_t rows, int64_t 
  * precomputed with margin). Every row whose interval can reach the best lower end is recomputed exactly with
  * `gemv`'s own dot, and the best of those, the first on ties as torch.argmax, is returned: the same token as
  * argmax(gemv(W, x, b)). Returns -1 where x is not finite (the caller then runs the full head).
- * approx: [rows] scratch. */
+ * approx: [rows] scratch; recomputed: where the number of rows recomputed is written. */
 static inline float dot_i8(const int8_t *restrict a, const float *restrict b, int64_t n) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
@@ -440,7 +440,7 @@ static inline float dot_i8(const int8_t *restrict a, const float *restrict b, in
 }
 
 int64_t greedy_head(const int8_t *Wq, const float *scale, const float *bound, const float *W, const float *b,
-                    int64_t rows, int64_t cols, const float *x, float *approx) {
+                    int64_t rows, int64_t cols, const float *x, float *approx, int64_t *recomputed) {
     double norm2 = 0.0;
     for (int64_t i = 0; i < cols; i++) norm2 += (double)x[i] * x[i];
     if (!isfinite(norm2)) return -1;
@@ -454,14 +454,16 @@ int64_t greedy_head(const int8_t *Wq, const float *scale, const float *bound, co
         floor_ = low > floor_ ? low : floor_;
     }
     if (!isfinite(floor_)) return -1;
-    int64_t best = -1;
+    int64_t best = -1, count = 0;
     float best_value = -INFINITY;
     for (int64_t r = 0; r < rows; r++) { /* rows in order: the first of equal values wins, as in torch.argmax */
         const float bias = b ? b[r] : 0.f, a = approx[r];
         if (a + (bound[r] * norm + slack * (fabsf(a) + fabsf(bias))) < floor_) continue;
         const float exact = dot_stream(W + r * cols, x, cols) + bias; /* as gemv computes row r */
+        count++;
         if (best < 0 || exact > best_value) best = r, best_value = exact;
     }
+    *recomputed = count;
     return best;
 }
 
