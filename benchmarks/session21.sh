@@ -55,3 +55,6 @@ ponder bench runs/s21/moe-e32-router --budgets 0.5 --repeats 9 --quiet --json $o
 # the two routers-trained moe models (64 x 24 of session 20, 32 x 48 here) in one process, each beside dense
 python benchmarks/greedy_head_ab.py runs/s20/moe-router runs/s21/moe-e32-router --repeats 11 2>&1 | quiet \
   > $out/greedy-head-ab-e32-s21.txt
+# the counting's Python cost, before (148c11f, e.g. in a git worktree) and after 63262a7
+python benchmarks/decode_profile.py runs/s20/moe-router 2>&1 | quiet > $out/decode-profile-before-s21.txt  # at 148c11f
+python benchmarks/decode_profile.py runs/s20/moe-router 2>&1 | quiet > $out/decode-profile-after-s21.txt
