@@ -17,7 +17,14 @@ from ponder.errors import PonderError
 from ponder.export import export_slice, greedy_widths, layer_learners, set_static_width
 from ponder.inference import LeanDecoder
 from ponder.methods import make_config
-from ponder.methods.budget_gate import BudgetGate, control_inputs, error_levels
+from ponder.methods.budget_gate import (
+    BudgetGate,
+    FilmBudgetGate,
+    MonotoneBudgetGate,
+    budget_gate,
+    control_inputs,
+    error_levels,
+)
 from ponder.methods.nested.config import NestedConfig
 from ponder.models.load import FFN_WIDTHS_KEY
 from ponder.stats import ComputeMeter
@@ -208,7 +215,7 @@ def test_budget_router_round_trip_and_decode(budget_routed, tokenizer, saved_mod
             progress=False)  # fmt: skip
     save_adaptive(model, tmp_path / "routed", base_model=str(saved_model))
     loaded, _ = load(str(tmp_path / "routed"))
-    assert isinstance(adaptive_modules(loaded)[0].router, BudgetGate) and get_budget(loaded) == 0.5
+    assert isinstance(adaptive_modules(loaded)[0].router, MonotoneBudgetGate) and get_budget(loaded) == 0.5
     ids = torch.randint(2, 200, (1, 24), generator=torch.Generator().manual_seed(6))
     runner = LeanDecoder(loaded).runner
     with torch.no_grad():
@@ -222,6 +229,37 @@ def test_budget_router_round_trip_and_decode(budget_routed, tokenizer, saved_mod
 def test_unknown_router(tokenizer):
     with pytest.raises(PonderError, match="router must be one of"):
         convert(tiny_model("llama"), tokenizer, "nested", config=make_config("nested", {"router": "oracle"}))
+
+
+def random_gate(kind: str, seed: int) -> BudgetGate:
+    """A gate as training might leave it: every parameter random, the budget's own weights included."""
+    gate = budget_gate(kind, 32, 8, 6)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in gate.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 2)
+    return gate
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), budgets=st.lists(st.floats(0.0, 2.0), min_size=2, max_size=6))
+def test_monotone_gate_never_runs_fewer_learners_at_a_higher_budget(seed, budgets):
+    gate = random_gate("monotone", seed)
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(seed + 1))
+    learners = torch.stack([gate.needed(x, u) for u in sorted(budgets)])  # [budgets, N]
+    assert (learners.diff(dim=0) >= 0).all()
+
+
+def test_film_gate_is_not_monotone():
+    """The property above is not vacuous: the FiLM gate of older models breaks it for most random weights."""
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    budgets = torch.linspace(0.05, 1.5, 30).tolist()
+    broken = 0
+    for seed in range(10):
+        gate = random_gate("film", seed)
+        learners = torch.stack([gate.needed(x, u) for u in budgets])
+        broken += bool((learners.diff(dim=0) < 0).any())
+    assert broken >= 5
 
 
 def test_controller_inverts_the_compute_curve():
@@ -282,6 +320,16 @@ def test_tuning_needs_the_budget_router():
         NestedConfig(router="error", tune_steps=10)
 
 
+def saved_before_option(model, directory, base_model: str, option: str):
+    """`model` saved, then loaded from a config without `option`, as written before the option existed."""
+    save_adaptive(model, directory, base_model=base_model)
+    config_file = directory / "ponder_config.json"
+    config = json.loads(config_file.read_text())
+    del config["config"][option]
+    config_file.write_text(json.dumps(config))
+    return load(str(directory))[0]
+
+
 def test_error_router_and_models_saved_before_the_option(saved_model, tokenizer, tmp_path, calib_ids):
     model, tok = load(str(saved_model))
     convert(model, tok, "nested", config=NestedConfig(router="error"), calibration_tokens=1024, progress=False)
@@ -289,11 +337,22 @@ def test_error_router_and_models_saved_before_the_option(saved_model, tokenizer,
     with torch.no_grad(), ComputeMeter(model) as meter:
         model(calib_ids)
     assert meter.report.ffn_compute == pytest.approx(0.5, abs=0.02)
-    save_adaptive(model, tmp_path / "old", base_model=str(saved_model))
-    config_file = tmp_path / "old" / "ponder_config.json"
-    config = json.loads(config_file.read_text())
-    del config["config"]["router"]  # as written before the option existed
-    config_file.write_text(json.dumps(config))
-    loaded, _ = load(str(tmp_path / "old"))
+    loaded = saved_before_option(model, tmp_path / "old", str(saved_model), "router")
     with torch.no_grad():
         torch.testing.assert_close(loaded(calib_ids).logits, model(calib_ids).logits, rtol=0, atol=0)
+
+
+def test_film_gate_models_load_as_converted(saved_model, tokenizer, tmp_path, calib_ids):
+    """A model converted with the FiLM gate, whose config predates the budget_gate option, loads with that gate."""
+    model, tok = load(str(saved_model))
+    config = NestedConfig(router="budget", budget_gate="film")
+    convert(model, tok, "nested", config=config, calibration_tokens=1024, budget=0.5, progress=False)
+    loaded = saved_before_option(model, tmp_path / "film", str(saved_model), "budget_gate")
+    assert isinstance(adaptive_modules(loaded)[0].router, FilmBudgetGate)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(calib_ids).logits, model(calib_ids).logits, rtol=0, atol=0)
+
+
+def test_unknown_budget_gate():
+    with pytest.raises(ValueError, match="budget_gate must be one of"):
+        NestedConfig(budget_gate="relu")

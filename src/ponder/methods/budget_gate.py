@@ -24,11 +24,47 @@ from ponder.methods.calibrate import train_small
 BUDGET_FEATURES = 2  # u and log u
 CONTROL_STEPS = 24  # bisection steps per budget of the grid
 INPUT_RANGE = (0.02, 1.5)  # budget inputs the controller searches
+GATES = ("monotone", "film")
+
+
+def _budget_column(budget: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """The budget input as a column [N, 1] for tokens x [N, D] (one value, or one per token)."""
+    return torch.as_tensor(budget, dtype=x.dtype).reshape(-1, 1).expand(x.shape[0], 1)
 
 
 class BudgetGate(nn.Module):
-    """Linear-SiLU-Linear from x [N, D] to [N, L] logits, its hidden units scaled and shifted by the budget (FiLM),
-    so the budget changes which tokens need which learners, not only a global offset."""
+    """A gate from (x [N, D], budget input u) to [N, L] logits, one per learner."""
+
+    def needed(self, x: torch.Tensor, budget: torch.Tensor | float) -> torch.Tensor:
+        """Learners each token runs at budget input u: [N] (a prefix: learner j runs only if every earlier one
+        does)."""
+        return (self(x, budget).cummin(dim=1).values > 0).sum(1)
+
+
+class MonotoneBudgetGate(BudgetGate):
+    """Linear-SiLU-Linear from x [N, D] to [N, L] logits that rise with the budget input u: logit_j = a_j(x) +
+    s_j(x) log u with s_j(x) = softplus(.) >= 0, both from the same hidden units. Every logit is non-decreasing in u,
+    so a token never runs fewer learners at a higher budget (a FiLM gate did: BENCHMARKS.md, session 22); the
+    slopes depend on the token, so the budget still changes which tokens need which learners, not only a global
+    offset."""
+
+    def __init__(self, d_model: int, rank: int, outputs: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.hidden = nn.Linear(d_model, rank, dtype=dtype)
+        self.out = nn.Linear(rank, 2 * outputs, dtype=dtype)  # the offsets a_j, then the slopes' pre-activations
+        with torch.no_grad():  # slopes start at 1 (softplus(0.5413) = 1): every learner responds to the budget
+            self.out.bias[outputs:] = 0.5413
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, budget: torch.Tensor | float) -> torch.Tensor:
+        offset, slope = self.out(nn.functional.silu(self.hidden(x))).chunk(2, dim=1)  # [N, L] each
+        return offset + nn.functional.softplus(slope) * _budget_column(budget, x).clamp_min(1e-3).log()
+
+
+class FilmBudgetGate(BudgetGate):
+    """The gate of models converted before session 22 (`budget_gate=film`): its hidden units are scaled and
+    shifted by the budget (FiLM). Nothing makes it monotone in u: on a test model a lower budget counted more.
+    Kept so those models load and run as they were converted."""
 
     def __init__(self, d_model: int, rank: int, outputs: int, dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -41,14 +77,14 @@ class BudgetGate(nn.Module):
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor, budget: torch.Tensor | float) -> torch.Tensor:
-        u = torch.as_tensor(budget, dtype=x.dtype).reshape(-1, 1).expand(x.shape[0], 1)  # [N, 1]
+        u = _budget_column(budget, x)
         scale, shift = self.film(torch.cat([u, u.clamp_min(1e-3).log()], dim=1)).chunk(2, dim=1)  # [N, R] each
         return self.out(nn.functional.silu(self.hidden(x) * (1 + scale) + shift))
 
-    def needed(self, x: torch.Tensor, budget: torch.Tensor | float) -> torch.Tensor:
-        """Learners each token runs at budget input u: [N] (a prefix: learner j runs only if every earlier one
-        does)."""
-        return (self(x, budget).cummin(dim=1).values > 0).sum(1)
+
+def budget_gate(kind: str, d_model: int, rank: int, outputs: int, dtype: torch.dtype = torch.float32) -> BudgetGate:
+    """A gate of `kind` (one of GATES)."""
+    return {"monotone": MonotoneBudgetGate, "film": FilmBudgetGate}[kind](d_model, rank, outputs, dtype)
 
 
 def error_levels(errors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

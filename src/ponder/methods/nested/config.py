@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ponder.methods.budget_gate import GATES
 from ponder.methods.calibrate import GateConfig
 
 ROUTERS = ("error", "budget")
@@ -14,7 +15,7 @@ class NestedConfig(GateConfig):
     learners is the sum of the first k blocks (k = 0 skips the FFN, k = learners is the dense FFN). A per-layer
     gate chooses k per token from the FFN input and the budget (`router`)."""
 
-    SAVED_BEFORE: ClassVar[dict] = {"router": "error"}  # what models saved before the option existed used
+    SAVED_BEFORE: ClassVar[dict] = {"router": "error", "budget_gate": "film"}  # what models saved before each had
 
     learners: int = 16
     """Blocks per FFN (96 neurons each for SmolLM2-135M). Any k reads one contiguous prefix of the weights, so
@@ -24,6 +25,10 @@ class NestedConfig(GateConfig):
     (`ponder.methods.budget_gate`); a controller calibrated in closed loop makes its mean compute meet the budget.
     "error": the gate predicts every prefix's output error and the budget sets a threshold on it (models converted
     before session 7; on SmolLM2 far worse below b = 0.9, BENCHMARKS.md)."""
+    budget_gate: str = "monotone"
+    """The gate of router=budget. "monotone": each learner's logit rises with the budget, so no token runs fewer
+    learners at a higher budget. "film": the budget scales and shifts the gate's hidden units (models converted
+    before session 22), which nothing keeps monotone."""
     tune_steps: int = 0
     """Steps of the end-to-end phase after calibration (router=budget only; `ponder.train.tune`): the gates are
     trained against the dense model's output (KL) plus a budget loss, 1,024 calibration tokens a step."""
@@ -37,6 +42,8 @@ class NestedConfig(GateConfig):
             raise ValueError("learners must be at least 2")
         if self.router not in ROUTERS:
             raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got '{self.router}'")
+        if self.budget_gate not in GATES:
+            raise ValueError(f"budget_gate must be one of {', '.join(GATES)}, got '{self.budget_gate}'")
         if self.tune_steps < 0 or (self.tune_steps and self.router != "budget"):
             raise ValueError("tune_steps must be 0, or positive with router=budget (the gate it trains)")
         if not self.min_budget <= self.tune_min_budget < 1.0:
