@@ -32,7 +32,7 @@ def test_eval_json_has_contract_keys(capsys, saved_model, tmp_path):
 
 def test_bench_json_has_contract_keys(capsys, saved_model, tmp_path):
     out_file = tmp_path / "bench.json"
-    args = ("bench", str(saved_model), "--repeats", "1", "--new-tokens", "4", "--prefill-tokens", "32")
+    args = ("bench", str(saved_model), "--repeats", "1", "--new-tokens", "4", "--prefill-tokens", "32", "--ceiling")
     code, _, err = run_cli(capsys, *args, "--json", str(out_file), "--quiet")
     assert code == 0, err
     result = json.loads(out_file.read_text())

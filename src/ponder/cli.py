@@ -119,6 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         prefill_tokens=args.prefill_tokens,
         repeats=args.repeats,
         progress=not args.quiet,
+        ceiling=args.ceiling,
     )
     result["model"] = args.model
     _emit(args, result, render_bench)
@@ -433,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--prefill-tokens", type=_positive, default=512)
     bench.add_argument("--json", help="write the result to this JSON file")
     bench.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
+    bench.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also time each budget's decode through the perfect width executor (a contiguous slice of every FFN "
+        "at the compute the budget spent): the most any executor could gain there",
+    )
     bench.set_defaults(run=cmd_bench)
 
     conv = commands.add_parser("convert", help="make a model adaptive with a method, calibrated on held-out text")

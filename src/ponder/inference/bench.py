@@ -3,7 +3,8 @@
 Decode: batch 1, a `prompt_tokens` prompt, `new_tokens` greedy tokens with EOS ignored; tokens/s = new tokens /
 wall time of the whole call (prompt included), the same definition for `transformers.generate` and the lean path.
 Prefill: one forward of `prefill_tokens` tokens through the lean path. Each repeat runs every configuration once,
-in the same order, after one warm-up round; we report the median and min-max over repeats.
+in the same order, after one warm-up round; we report the median and min-max over repeats. With `ceiling`, each
+budget's decode is also run through the perfect width executor at the compute it spent (same prompt, same prefill).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
@@ -21,6 +23,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from ponder.adaptive import adaptive_modules, get_budget, set_budget
 from ponder.data import CALIB_DEFAULT, load_text
 from ponder.errors import PonderError
+from ponder.inference.ceiling import ffn_paths, sliced_paths
 from ponder.inference.decode import LeanDecoder
 from ponder.stats import ComputeMeter, decode_weight_bytes
 
@@ -84,6 +87,11 @@ def _row(rates: dict[str, Rate], ratios: dict[str, float]) -> dict:
     return row | {f"{kind}_speedup": ratio for kind, ratio in ratios.items()}
 
 
+def _decode_through(decoder: LeanDecoder, paths: list, prompt: torch.Tensor, new_tokens: int) -> None:
+    with ffn_paths(decoder, paths):
+        decoder.generate(prompt, new_tokens)
+
+
 def paired_ratio(reference: list[float], candidate: list[float]) -> float:
     """Median over rounds of reference time / candidate time (pairs measured back to back)."""
     return statistics.median(r / c for r, c in zip(reference, candidate, strict=True))
@@ -100,8 +108,11 @@ def benchmark(
     prefill_tokens: int = 512,
     repeats: int = 5,
     progress: bool = True,
+    ceiling: bool = False,
 ) -> dict:
-    """Decode and prefill speed of the dense lean path, `transformers.generate` and each budget."""
+    """Decode and prefill speed of the dense lean path, `transformers.generate` and each budget; with `ceiling`,
+    also each budget's decode through the perfect width executor at the FFN compute that budget spent
+    (`ponder.inference.ceiling`)."""
     if repeats < 1:
         raise PonderError(f"repeats must be >= 1, got {repeats}")
     budgets = list(budgets or [])
@@ -139,6 +150,9 @@ def benchmark(
         with ComputeMeter(model) as meter:
             decoder.generate(prompt, new_tokens)
         compute[budget] = meter.report
+        paths = sliced_paths(decoder, meter.report.ffn_compute) if ceiling and budget != 1.0 else None
+        if paths is not None:
+            cases[f"ceiling@{budget}"] = at(budget, partial(_decode_through, decoder, paths, prompt, new_tokens))
     seconds = run_interleaved(cases, repeats, progress)
     set_budget(model, restore)
 
@@ -162,10 +176,12 @@ def benchmark(
     for budget in budgets:
         report = compute[budget]
         row_bytes = decode_weight_bytes(model, report.ffn_bytes, head_bytes=head_bytes)
+        bound = seconds.get(f"ceiling@{budget}")
         rows.append(
             {"budget": budget, "ffn_compute": report.ffn_compute, "ffn_bytes": report.ffn_bytes}
             | _row(rates(budget), ratios(budget))
             | {"weight_bytes_per_token": row_bytes, "bandwidth_gb_s": row_bytes * rates(budget)["decode"].median / 1e9}
+            | ({"ceiling_decode_speedup": paired_ratio(seconds["decode@1.0"], bound)} if bound else {})
         )
     return {
         "model": getattr(model.config, "_name_or_path", model.config.model_type),

@@ -52,11 +52,14 @@ def render_bench(result: dict) -> None:
         f"median (min-max) of {result['repeats']}"
     )
     table = Table(title=title)
-    for column in ("configuration", "FFN compute", "decode tok/s", "decode ×", "prefill tok/s", "prefill ×"):
+    ceiling = any("ceiling_decode_speedup" in row for row in result["budgets"])
+    columns = ("configuration", "FFN compute", "decode tok/s", "decode ×", "prefill tok/s", "prefill ×")
+    for column in columns + (("ceiling decode ×",) if ceiling else ()):
         table.add_column(column, justify="right")
     hf = result["hf_generate"]
     dense = result["dense"]
-    table.add_row("transformers.generate (dense)", "1.000", _rate(hf, "decode_tok_s"), "", "", "")
+    blank = ("",) if ceiling else ()
+    table.add_row("transformers.generate (dense)", "1.000", _rate(hf, "decode_tok_s"), "", "", "", *blank)
     table.add_row(
         f"dense (lean, {result['lean_path']})",
         "1.000",
@@ -64,8 +67,10 @@ def render_bench(result: dict) -> None:
         "1.00",
         _rate(dense, "prefill_tok_s"),
         "1.00",
+        *blank,
     )
     for row in result["budgets"]:
+        bound = row.get("ceiling_decode_speedup")
         table.add_row(
             f"{result['method']} @ {row['budget']:.2f}",
             f"{row['ffn_compute']:.3f}",
@@ -73,6 +78,7 @@ def render_bench(result: dict) -> None:
             f"{row['decode_speedup']:.2f}",
             _rate(row, "prefill_tok_s"),
             f"{row['prefill_speedup']:.2f}",
+            *((f"{bound:.2f}" if bound else "n/a",) if ceiling else ()),
         )
     console.print(table)
     console.print(
