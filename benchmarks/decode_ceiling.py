@@ -1,7 +1,8 @@
 """The most any FFN executor can gain in a lean decode step on this machine, beside what converted models gain.
 
-The ceiling: every layer's FFN replaced by the dense kernel over a pre-sliced, contiguous fraction f of its neurons
-(f of the FFN's bytes, one stream per matrix, no choosing, no gather). No width method can read fewer bytes at
+The ceiling (`ponder.inference.ceiling`; `ponder bench --ceiling` runs it per budget): every layer's FFN replaced by
+the dense kernel over a pre-sliced, contiguous fraction f of its neurons (f of the FFN's bytes, one stream per
+matrix, no choosing, no gather). No width method can read fewer bytes at
 compute f, or read them faster than the dense kernel reads them, so dense / sliced is the ceiling of its decode
 ratio at f (the sliced model's tokens are nonsense; its step costs what any f-wide step costs). Each converted model
 DIR runs as `ponder bench` runs it: its decode at --budget against itself at budget 1, and the FFN compute that decode
@@ -24,21 +25,9 @@ import torch
 from ponder import adaptive
 from ponder.inference import LeanDecoder
 from ponder.inference.bench import paired_ratio, prompt_ids
-from ponder.kernels import native
+from ponder.inference.ceiling import ffn_paths, sliced_paths
 from ponder.models import DEFAULT_MODEL, load
 from ponder.stats import ComputeMeter
-
-
-def sliced_kernels(decoder: LeanDecoder, fraction: float) -> list[native.DenseKernel]:
-    """Per layer, the dense kernel over the first round(fraction·F) neurons, copied contiguous."""
-    kernels = []
-    for layer in decoder.runner.layers:
-        view = layer.ffn.view
-        k = round(fraction * view.d_ff)
-        gate = view.gate[:k].contiguous() if view.gate is not None else None
-        kernels.append(native.DenseKernel(gate, view.up[:k].contiguous(), view.down[:, :k].contiguous(), None, None,
-                                          layer.ffn.activation))  # fmt: skip
-    return kernels
 
 
 def main() -> None:
@@ -59,18 +48,19 @@ def main() -> None:
         decoder.generate(prompt, args.new_tokens, on_token=lambda _: first or first.append(time.perf_counter()))
         return time.perf_counter() - first[0]
 
-    def with_ffns(ffns: list) -> Callable[[], float]:
+    def sliced(fraction: float) -> Callable[[], float]:
+        paths = sliced_paths(dense, fraction)
+
         def run() -> float:
-            for layer, ffn in zip(dense.runner.layers, ffns, strict=True):
-                layer.ffn_token = ffn
-            return decode_seconds(dense)
+            with ffn_paths(dense, paths):
+                return decode_seconds(dense)
 
         return run
 
-    cases: dict[str, Callable[[], float]] = {"dense": with_ffns([layer.ffn_token for layer in dense.runner.layers])}
+    cases: dict[str, Callable[[], float]] = {"dense": lambda: decode_seconds(dense)}
     pairs = []  # (case, its reference)
     for fraction in (float(f) for f in args.fractions.split(",")):
-        cases[f"sliced {fraction:.3f}"] = with_ffns(sliced_kernels(dense, fraction))
+        cases[f"sliced {fraction:.3f}"] = sliced(fraction)
         pairs.append((f"sliced {fraction:.3f}", "dense"))
     spent = {}
     for directory in args.dirs:

@@ -20,3 +20,9 @@ for run in "" -run2; do
     > $out/decode-ceiling$run-s22.txt
 done
 python benchmarks/teal_phases.py runs/s21/teal --budgets 0.5 --repeats 15 2>&1 | quiet > $out/teal-phases-s22.txt
+# the ceiling inside ponder bench, per budget at the compute it spent
+ponder bench runs/s21/teal --budgets 0.5,0.25 --repeats 7 --ceiling --quiet --json $out/bench-teal-ceiling-s22.json
+ponder bench runs/s20/moe-router --budgets 0.5,0.45 --repeats 7 --ceiling --quiet \
+  --json $out/bench-moe-router-ceiling-s22.json
+ponder bench runs/s21/moe-e32-router --budgets 0.5 --repeats 7 --ceiling --quiet \
+  --json $out/bench-moe-e32-router-ceiling-s22.json
