@@ -21,9 +21,9 @@ from ponder.methods.budget_gate import (
     BudgetGate,
     FilmBudgetGate,
     MonotoneBudgetGate,
-    budget_gate,
     control_inputs,
     error_levels,
+    make_budget_gate,
 )
 from ponder.methods.nested.config import NestedConfig
 from ponder.models.load import FFN_WIDTHS_KEY
@@ -233,7 +233,7 @@ def test_unknown_router(tokenizer):
 
 def random_gate(kind: str, seed: int) -> BudgetGate:
     """A gate as training might leave it: every parameter random, the budget's own weights included."""
-    gate = budget_gate(kind, 32, 8, 6)
+    gate = make_budget_gate(kind, 32, 8, 6)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in gate.parameters():

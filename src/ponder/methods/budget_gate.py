@@ -44,9 +44,9 @@ class BudgetGate(nn.Module):
 class MonotoneBudgetGate(BudgetGate):
     """Linear-SiLU-Linear from x [N, D] to [N, L] logits that rise with the budget input u: logit_j = a_j(x) +
     s_j(x) log u with s_j(x) = softplus(.) >= 0, both from the same hidden units. Every logit is non-decreasing in u,
-    so a token never runs fewer learners at a higher budget (a FiLM gate did: BENCHMARKS.md, session 22); the
-    slopes depend on the token, so the budget still changes which tokens need which learners, not only a global
-    offset."""
+    so a token never runs fewer learners at a higher budget (the FiLM gate it replaced could:
+    tests/test_nested.py); the slopes depend on the token, so the budget still changes which tokens need which
+    learners, not only a global offset."""
 
     def __init__(self, d_model: int, rank: int, outputs: int, dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -82,7 +82,9 @@ class FilmBudgetGate(BudgetGate):
         return self.out(nn.functional.silu(self.hidden(x) * (1 + scale) + shift))
 
 
-def budget_gate(kind: str, d_model: int, rank: int, outputs: int, dtype: torch.dtype = torch.float32) -> BudgetGate:
+def make_budget_gate(
+    kind: str, d_model: int, rank: int, outputs: int, dtype: torch.dtype = torch.float32
+) -> BudgetGate:
     """A gate of `kind` (one of GATES)."""
     return {"monotone": MonotoneBudgetGate, "film": FilmBudgetGate}[kind](d_model, rank, outputs, dtype)
 

@@ -19,7 +19,7 @@ from torch import nn
 from ponder.errors import PonderError
 from ponder.kernels import native
 from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, check_gate_cost, native_token, scorer, scorer_macs
-from ponder.methods.budget_gate import budget_gate, control_inputs, error_levels, fit_budget_gate
+from ponder.methods.budget_gate import control_inputs, error_levels, fit_budget_gate, make_budget_gate
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.nested.config import NestedConfig
 from ponder.train.tune import budgets_between, inputs_at_each_budget, tune_gates
@@ -49,7 +49,7 @@ class NestedFFN(SparseFFN):
         self.block = view.d_ff // config.learners
         if config.router == "budget":  # which learners a token needs, given the budget (one logit per learner)
             rank = max(1, min(config.rank, view.d_model // 8))
-            gate = budget_gate(config.budget_gate, view.d_model, rank, self.learners, view.up.dtype)
+            gate = make_budget_gate(config.budget_gate, view.d_model, rank, self.learners, view.up.dtype)
             self.router = check_gate_cost(gate, view, name="router", min_budget=config.min_budget)
         else:  # log ‖y − y_k‖ for k = 0..L−1 (y_k: output of the first k learners); thresholds hold error levels
             self.router = scorer(view, config.rank, self.learners, name="router", min_budget=config.min_budget)
