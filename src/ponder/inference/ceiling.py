@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
 from ponder.inference.decode import LeanDecoder, NativeDenseFFN, RopeRunner
 from ponder.kernels import native
 from ponder.methods.base import SparseFFN
+from ponder.models.ffn import FFNView
 
 TokenPath = Callable[[torch.Tensor], torch.Tensor]
 
@@ -36,16 +38,17 @@ def sliced_paths(decoder: LeanDecoder, fraction: float) -> list[TokenPath] | Non
     paths = []
     for layer in runner.layers:
         if isinstance(layer.ffn, NativeDenseFFN):
-            ffn = layer.ffn.view
+            view = layer.ffn.view
         elif isinstance(layer.ffn, SparseFFN) and layer.skip is None and layer.ffn_token is not None:
-            ffn = layer.ffn
+            m = layer.ffn  # its dense weights, as the budget-1 path runs them
+            view = FFNView(module=m, up=m.up, down=m.down, act=m.act, gate=m.gate, up_bias=m.up_bias,
+                           down_bias=m.down_bias, gate_bias=m.gate_bias)  # fmt: skip
         else:
             return None
-        k = min(max(round(fraction * ffn.up.shape[0]), 1), ffn.up.shape[0])
-        kernel = native.DenseKernel(_rows(ffn.gate, k), _rows(ffn.up, k), ffn.down[:, :k].contiguous(),
-                                    _rows(ffn.gate_bias, k), _rows(ffn.up_bias, k), layer.ffn.activation)  # fmt: skip
-        bias = ffn.down_bias
-        paths.append(kernel if bias is None else lambda x, kernel=kernel, bias=bias: kernel(x).add_(bias))
+        k = min(max(round(fraction * view.d_ff), 1), view.d_ff)
+        sliced = replace(view, gate=_rows(view.gate, k), up=_rows(view.up, k), down=view.down[:, :k].contiguous(),
+                         gate_bias=_rows(view.gate_bias, k), up_bias=_rows(view.up_bias, k))  # fmt: skip
+        paths.append(NativeDenseFFN(sliced, layer.ffn.activation).token_forward())
     return paths
 
 
