@@ -1,8 +1,10 @@
 """The C kernels against plain PyTorch on random inputs and random active sets: the GLU gather kernel, teal's fused
 kernel and moe's grouped batch kernel (the cats kernel and the methods' fast paths are tested against their
-reference paths in test_methods.py and test_moe.py)."""
+reference paths in test_methods.py and test_moe.py); the signature table and layout constants against the C source;
+loading a library that lacks a function."""
 
 import ctypes
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ponder.kernels import native
+from ponder.errors import PonderError
+from ponder.kernels import layouts, library, native
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler: the PyTorch path is used")
 
@@ -41,7 +44,8 @@ def test_glu_rows_equals_masked_ffn(seed, share, activation, glu, bias):
     u = up @ x + (up_bias if bias else 0)
     h = act(gate @ x + (gate_bias if bias else 0)) * u if glu else act(u)
     expected = h[index] @ down_t[index]
-    out = native.glu_rows(x, gate if glu else None, up, down_t, index, activation, gate_bias if glu else None, up_bias)
+    out = native.glu_rows(x, gate if glu else None, up, down_t, index, activation, gate_bias if glu else None, up_bias,
+                          workspace=native.Workspace())  # fmt: skip
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -78,7 +82,7 @@ def test_teal_kernel_equals_masked_ffn(seed, neurons, keep_in, keep_mid, glu, th
     torch.set_num_threads(threads)
     try:
         out, kept_in, kept_mid = native.teal_ffn(
-            x, native.teal_layout(gate if glu else None, up), down_t, tau_in, tau_mid, "silu", glu
+            x, layouts.teal_layout(gate if glu else None, up), down_t, tau_in, tau_mid, "silu", glu
         )
     finally:
         torch.set_num_threads(before)
@@ -107,7 +111,7 @@ def _moe_expected(x, gate, up, down_t, gate_bias, up_bias, chosen, *, size, shar
 
 
 def _moe_grouped(x, gate, up, down_t, gate_bias, up_bias, chosen, *, size, shared, activation):
-    panels = native.moe_panels(gate, up, size, gate_bias, up_bias)
+    panels = layouts.moe_panels(gate, up, size, gate_bias, up_bias)
     offsets = torch.zeros(chosen.shape[1] + 1, dtype=torch.int64)
     offsets[1:] = chosen.sum(0).cumsum(0)
     tokens = chosen.t().nonzero()[:, 1].contiguous()
@@ -151,8 +155,8 @@ def test_moe_grouped_equals_expert_by_expert_and_ignores_threads(
 
 def test_moe_panels_refuse_experts_wider_than_the_kernel_takes():
     up = torch.randn(4 * 97, 8)
-    assert native.moe_panels(up, up, 97, None, None) is None  # 194 gate + up columns
-    assert native.moe_panels(None, up[:192], 192, None, None) is not None
+    assert layouts.moe_panels(up, up, 97, None, None) is None  # 194 gate + up columns
+    assert layouts.moe_panels(None, up[:192], 192, None, None) is not None
 
 
 @pytest.fixture
@@ -161,11 +165,11 @@ def portable(tmp_path) -> ctypes.CDLL:
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists() or "avx512f" not in cpuinfo.read_text():
         pytest.skip("the default build is already the portable one here")
-    flags = [f for f in native._FLAGS if f != "-march=native"] + ["-march=x86-64-v2"]
+    flags = [f for f in library.FLAGS if f != "-march=native"] + ["-march=x86-64-v2"]
     source = tmp_path / "sparse_ffn.c"
-    source.write_bytes(native.source_path().read_bytes())
-    native._build(tmp_path / "portable.so", source, flags)
-    return native.load_library(tmp_path / "portable.so")
+    source.write_bytes(library.source_path().read_bytes())
+    library.build(tmp_path / "portable.so", source, flags)
+    return library.load(tmp_path / "portable.so")
 
 
 def test_moe_grouped_portable_build_agrees(portable):
@@ -175,7 +179,7 @@ def test_moe_grouped_portable_build_agrees(portable):
         x, gate, up, down_t, gate_bias, up_bias, chosen = case
         options = {"size": 24, "shared": 1, "activation": activation}
         vector = _moe_grouped(*case, **options)
-        panels, panel_bias = native.moe_panels(gate, up, 24, gate_bias, up_bias)
+        panels, panel_bias = layouts.moe_panels(gate, up, 24, gate_bias, up_bias)
         offsets = torch.zeros(6, dtype=torch.int64)
         offsets[1:] = chosen.sum(0).cumsum(0)
         tokens = chosen.t().nonzero()[:, 1].contiguous()
@@ -242,3 +246,59 @@ def test_greedy_head_portable_build_agrees(portable):
         count = (ctypes.c_int64 * 1)()
         token = portable.greedy_head(*head._args, 500, 70, x.data_ptr(), head._approx.data_ptr(), count)
         assert token == head(x) == int(native.gemv(weight, x, b).argmax())
+
+
+_C_TYPES = {"int64_t": library.I64, "float": library.F32, "int": library.I32}
+
+
+def _exported_prototypes(source: str) -> dict[str, library.Prototype]:
+    """Every non-static function defined in the C source, its parameters' names and ctypes types."""
+    found = {}
+    for returns, name, params in re.findall(r"^(void|int64_t|float|int) (\w+)\(([^)]*)\)\s*\{", source, re.M):
+        typed = []
+        for param in params.split(","):
+            declared, param_name = re.fullmatch(r"\s*(.*?)\s*(\w+)\s*", param.replace("*", " * ")).groups()
+            kind = library.PTR if "*" in declared else _C_TYPES[declared.replace("const", "").strip()]
+            typed.append((param_name, kind))
+        found[name] = library.Prototype(tuple(typed), None if returns == "void" else _C_TYPES[returns])
+    return found
+
+
+def test_signature_table_is_the_c_source():
+    """Each exported function of sparse_ffn.c is in the table with its parameters' names, types and order and its
+    return type, and the table lists nothing else: a C change that the table misses fails here, not as garbage."""
+    exported = _exported_prototypes(library.source_path().read_text())
+    assert len(exported) == 10
+    assert exported == library.SIGNATURES
+
+
+def test_layout_constants_are_the_c_source():
+    source = library.source_path().read_text()
+    assert int(re.search(r"^#define TEAL_BLOCK (\d+)$", source, re.M).group(1)) == layouts.TEAL_BLOCK
+    assert int(re.search(r"GROUP_WIDTH = (\d+)", source).group(1)) == layouts.GROUP_WIDTH
+
+
+def test_a_library_lacking_a_function_is_refused_at_load(tmp_path):
+    source = tmp_path / "partial.c"
+    source.write_text("#include <stdint.h>\nvoid gemv(const float *W, const float *x, const float *b, int64_t rows, "
+                      "int64_t cols, float *y) {}\n")  # fmt: skip
+    library.build(tmp_path / "partial.so", source)
+    with pytest.raises(PonderError, match=r"lacks glu_rows, glu_dense, .*moe_grouped: .*delete it"):
+        library.load(tmp_path / "partial.so")
+
+
+def test_the_loaded_library_declares_every_signature():
+    lib = library.library()
+    for name, prototype in library.SIGNATURES.items():
+        fn = getattr(lib, name)
+        assert (fn.argtypes, fn.restype) == (prototype.argtypes, prototype.restype)
+
+
+def test_workspace_buffers_grow_and_are_reused():
+    workspace, other = native.Workspace(), native.Workspace()
+    small = workspace.get("scratch", 8)
+    assert workspace.get("scratch", 4).data_ptr() == small.data_ptr()  # smaller asks reuse it
+    grown = workspace.get("scratch", 16)
+    assert grown.numel() == 16 and workspace.get("scratch", 16).data_ptr() == grown.data_ptr()
+    assert workspace.get("scratch", 8, torch.int64).dtype == torch.int64  # one buffer per name and dtype
+    assert other.get("scratch", 8).data_ptr() != grown.data_ptr()  # owners never share

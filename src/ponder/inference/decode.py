@@ -62,6 +62,7 @@ class NativeDenseFFN:
     def __init__(self, view: FFNView, activation: str):
         self.view = view
         self.activation = activation
+        self.workspace = native.Workspace()  # this wrapper's own: each decoder builds its own wrappers
 
     @classmethod
     def wrap(cls, model: PreTrainedModel, module: nn.Module) -> nn.Module | NativeDenseFFN:
@@ -80,8 +81,9 @@ class NativeDenseFFN:
             return module(hidden_states)
         view = self.view
         out = native.glu_dense(
-            hidden_states.reshape(-1), view.gate, view.up, view.down, self.activation, view.gate_bias, view.up_bias
-        )
+            hidden_states.reshape(-1), view.gate, view.up, view.down, self.activation, view.gate_bias, view.up_bias,
+            workspace=self.workspace,
+        )  # fmt: skip
         if view.down_bias is not None:
             out += view.down_bias
         return out.view(hidden_states.shape)

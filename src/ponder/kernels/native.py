@@ -1,99 +1,37 @@
-"""The C gather-GEMV kernels (`sparse_ffn.c`), compiled once per machine and called through ctypes.
+"""The C kernels' Python face: thin wrappers over `sparse_ffn.c`'s functions and kernel objects bound once to one
+module's weights. `library()` (None where no compiler works: callers then take the PyTorch path, the specification)
+and `ACTIVATIONS` (the activations the kernels know) come from `ponder.kernels.library`, which builds, loads and
+declares the C signatures; the weight layouts some kernels read are in `ponder.kernels.layouts`.
 
-No torch headers are involved, so the build takes about a second with the system C compiler (a C++ extension
-through torch.utils.cpp_extension took minutes here). The library is cached under the ponder cache keyed by the
-source's hash; where no compiler works, `library()` returns None and callers use the PyTorch path, which is also
-the specification the kernels are tested against. Import torch before loading: the library then shares torch's
-OpenMP runtime (one thread pool, sized by torch.set_num_threads).
+Nothing here is shared between callers: a kernel object owns its scratch, and the one-shot wrappers write theirs to
+the `Workspace` their caller owns (a module, a decoder), so two decoders in one process never touch each other's.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-from functools import cache
-from importlib import resources
-from pathlib import Path
 
 import torch
 
-from ponder.models.load import cache_root
+from ponder.kernels.library import ACTIVATIONS, library
 
-_SOURCE = "sparse_ffn.c"
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
-ACTIVATIONS = {"silu": 0, "gelu_pytorch_tanh": 1, "gelu_new": 1, "gelu": 2, "relu": 3}
-
-
-def source_path() -> Path:
-    return Path(str(resources.files("ponder.kernels") / _SOURCE))
-
-
-def _build(target: Path, source: Path, flags: list[str] = _FLAGS) -> None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise OSError("no C compiler found")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        subprocess.run([compiler, *flags, str(source), "-o", tmp, "-lm"], check=True, capture_output=True)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-@cache
-def library() -> ctypes.CDLL | None:
-    """The compiled kernels, building them on first use; None if they cannot be built here."""
-    if os.environ.get("PONDER_NATIVE", "1") == "0":
-        return None
-    source = source_path()
-    digest = hashlib.sha256(source.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
-    target = cache_root() / "kernels" / f"sparse_ffn-{digest}.so"
-    try:
-        if not target.exists():
-            _build(target, source)
-        return load_library(target)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def _signatures() -> dict[str, tuple[list, type | None]]:
-    """Each exported function's (argument types, return type)."""
-    pointer, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
-    moe_ffn = [pointer, i64, pointer, pointer, i64, pointer, pointer, i64, i32, f32, pointer, pointer, i64]
-    attention = [pointer, i64, pointer, pointer, f32, pointer, pointer, i64, i64, i64, pointer, pointer, f32]
-    skip = [pointer, i64, pointer, pointer, i64, pointer, f32, f32, pointer, f32, pointer, pointer, i64, i64]
-    return {
-        "glu_rows": ([pointer] * 7 + [i64, i64, i32, pointer, pointer], None),
-        "glu_dense": ([pointer] * 6 + [i64, i64, i32, pointer, pointer], None),
-        "teal_ffn": ([pointer] * 3 + [i64, i64, i32, f32, f32, i32] + [pointer] * 4, None),
-        "cats_ffn": ([pointer] * 6 + [i64, i64, f32, i32] + [pointer] * 4, None),
-        "moe_ffn": (moe_ffn + [pointer] * 8 + [i64, i64, i32] + [pointer] * 6, None),
-        "gemv": ([pointer] * 3 + [i64, i64, pointer], None),
-        "greedy_head": ([pointer] * 5 + [i64, i64] + [pointer] * 3, i64),
-        "attention_decode": (attention + [pointer] * 4 + [i64, i64, f32] + [pointer] * 4, None),
-        "layer_skip_decode": (skip + [pointer, f32] + [pointer] * 4 + [i64, i64] + [pointer] * 3, i64),
-        "moe_grouped": (
-            [pointer, i64, i64, pointer, pointer, pointer, i64, i64, i32, i32, i64, i64] + [pointer] * 3,
-            None,
-        ),
-    }
-
-
-def load_library(path: Path) -> ctypes.CDLL:
-    """A built `sparse_ffn` library with its functions' argument types declared. Functions an older revision of
-    the source lacks (the A/B benchmarks load those) are left out."""
-    lib = ctypes.CDLL(str(path))
-    for name, (argtypes, restype) in _signatures().items():
-        if hasattr(lib, name):
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, restype
-    return lib
+__all__ = [
+    "ACTIVATIONS",
+    "AttentionKernel",
+    "DenseKernel",
+    "GreedyHead",
+    "LayerSkipKernel",
+    "MoEKernel",
+    "TealKernel",
+    "Workspace",
+    "cats_ffn",
+    "gemv",
+    "glu_dense",
+    "glu_rows",
+    "library",
+    "moe_grouped",
+    "teal_ffn",
+]
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -105,15 +43,22 @@ def _check(*tensors: torch.Tensor | None) -> None:
         assert t is None or (t.is_contiguous() and t.is_cpu), "kernels take contiguous CPU tensors"
 
 
-_WORKSPACE: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+class Workspace:
+    """Scratch for the one-shot wrappers, owned by one caller that runs one kernel at a time (a module, a decoder):
+    each buffer grows to the largest size asked for and is reused, so a token does not reallocate it. Give each
+    owner its own; one shared between threads would let their kernels overwrite each other's scratch."""
 
+    __slots__ = ("_buffers",)
 
-def _workspace(name: str, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A reusable buffer of at least `size` elements: kernels' scratch is not reallocated every token."""
-    buffer = _WORKSPACE.get((name, dtype))
-    if buffer is None or buffer.numel() < size:
-        buffer = _WORKSPACE[(name, dtype)] = torch.empty(size, dtype=dtype)
-    return buffer
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, name: str, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The buffer `name` with at least `size` elements (its contents are whatever the last call left)."""
+        buffer = self._buffers.get((name, dtype))
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[(name, dtype)] = torch.empty(size, dtype=dtype)
+        return buffer
 
 
 def glu_rows(
@@ -125,12 +70,14 @@ def glu_rows(
     activation: str,
     gate_bias: torch.Tensor | None = None,
     up_bias: torch.Tensor | None = None,
+    *,
+    workspace: Workspace,
 ) -> torch.Tensor:
     """The FFN output [D] of one token x [D] through the active neurons `index` only (no down bias)."""
     _check(x, gate, up, down_t, index, gate_bias, up_bias)
     D = up.shape[1]
     out = x.new_empty(D)
-    scratch = _workspace("scratch", torch.get_num_threads() * D)
+    scratch = workspace.get("scratch", torch.get_num_threads() * D)
     library().glu_rows(
         _ptr(x),
         _ptr(gate),
@@ -156,30 +103,19 @@ def glu_dense(
     activation: str,
     gate_bias: torch.Tensor | None = None,
     up_bias: torch.Tensor | None = None,
+    *,
+    workspace: Workspace,
 ) -> torch.Tensor:
     """The dense FFN output [D] of one token x [D], every neuron (no down bias); weights in nn.Linear layout."""
     _check(x, gate, up, down, gate_bias, up_bias)
     F, D = up.shape
     out = x.new_empty(D)
-    h = _workspace("dense_h", F)
+    h = workspace.get("dense_h", F)
     library().glu_dense(
         _ptr(x), _ptr(gate), _ptr(up), _ptr(down), _ptr(gate_bias), _ptr(up_bias), D, F, ACTIVATIONS[activation],
         _ptr(out), _ptr(h),
     )  # fmt: skip
     return out
-
-
-TEAL_BLOCK = 16  # neurons per block of teal_ffn's input-major layout (sparse_ffn.c)
-
-
-def teal_layout(gate: torch.Tensor | None, up: torch.Tensor) -> torch.Tensor:
-    """gate/up [F, D] as the input-major [D, P·Fp] layout `teal_ffn` reads: per row, blocks of TEAL_BLOCK gate then
-    TEAL_BLOCK up weights of the same neurons, F zero-padded to Fp, a multiple of TEAL_BLOCK."""
-    F, D = up.shape
-    padded = -(-F // TEAL_BLOCK) * TEAL_BLOCK
-    parts = [w for w in (gate, up) if w is not None]
-    blocks = [torch.nn.functional.pad(w.t(), (0, padded - F)).reshape(D, -1, TEAL_BLOCK) for w in parts]
-    return torch.stack(blocks, dim=2).reshape(D, -1).contiguous()
 
 
 def teal_ffn(
@@ -191,7 +127,7 @@ def teal_ffn(
     activation: str,
     glu: bool,
 ) -> tuple[torch.Tensor, int, int]:
-    """TEAL for one token in one call: (output [D], kept inputs, kept neurons). in_major from `teal_layout`,
+    """TEAL for one token in one call: (output [D], kept inputs, kept neurons). in_major from `layouts.teal_layout`,
     down_t [F, D]. Binds a `TealKernel` for this call; the lean decoder keeps one per layer instead."""
     _check(x)
     return TealKernel(in_major, down_t, activation, glu)(x, tau_in, tau_mid)
@@ -206,15 +142,17 @@ def cats_ffn(
     activation: str,
     gate_bias: torch.Tensor | None = None,
     up_bias: torch.Tensor | None = None,
+    *,
+    workspace: Workspace,
 ) -> tuple[torch.Tensor, int]:
     """CATS for one token in one call: (output [D] without down bias, active neurons)."""
     _check(x, gate, up, down_t, gate_bias, up_bias)
     F, D = gate.shape
     out = x.new_empty(D)
     threads = torch.get_num_threads()
-    work = _workspace("work", F + threads * D)
-    index = _workspace("index", F + threads, torch.int64)
-    counts = _workspace("counts", 2, torch.int64)
+    work = workspace.get("work", F + threads * D)
+    index = workspace.get("index", F + threads, torch.int64)
+    counts = workspace.get("counts", 2, torch.int64)
     library().cats_ffn(
         _ptr(x), _ptr(gate), _ptr(up), _ptr(down_t), _ptr(gate_bias), _ptr(up_bias), D, F, tau,
         ACTIVATIONS[activation], _ptr(out), _ptr(work), _ptr(index), _ptr(counts),
@@ -260,33 +198,6 @@ class MoEKernel:
         self._fn(x.data_ptr(), *self._head, policy, knob, *self._middle, out.data_ptr(), *self._tail)
         n, option = self.counts.tolist()
         return out, n, option
-
-
-GROUP_WIDTH = 192  # the widest panel `moe_grouped` takes (sparse_ffn.c)
-
-
-def moe_panels(
-    gate: torch.Tensor | None,
-    up: torch.Tensor,
-    size: int,
-    gate_bias: torch.Tensor | None,
-    up_bias: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The permuted gate/up rows [F, D] as `moe_grouped`'s panels: per expert of `size` neurons [D, Wp], gate then up
-    columns, zero-padded to Wp (a multiple of 16), and their biases [experts, Wp]; None if Wp > GROUP_WIDTH."""
-    F, D = up.shape
-    parts = [w for w in (gate, up) if w is not None]
-    biases = [b for w, b in ((gate, gate_bias), (up, up_bias)) if w is not None]
-    width = len(parts) * size
-    padded = -(-width // 16) * 16
-    if padded > GROUP_WIDTH:
-        return None
-    experts = F // size
-    columns = torch.cat([w.reshape(experts, size, D) for w in parts], dim=1)  # [experts, width, D]
-    panels = torch.nn.functional.pad(columns.transpose(1, 2), (0, padded - width)).contiguous()  # [experts, D, Wp]
-    bias = torch.cat([up.new_zeros(F) if b is None else b for b in biases]).reshape(len(parts), experts, size)
-    bias = torch.nn.functional.pad(bias.permute(1, 0, 2).reshape(experts, width), (0, padded - width))
-    return panels, bias.contiguous()
 
 
 def moe_grouped(
@@ -400,7 +311,7 @@ class DenseKernel(_TokenKernel):
 
 
 class TealKernel(_TokenKernel):
-    """`teal_ffn` prepared for one module: in_major from `teal_layout`, down_t [F, D]."""
+    """`teal_ffn` prepared for one module: in_major from `layouts.teal_layout`, down_t [F, D]."""
 
     def __init__(self, in_major: torch.Tensor, down_t: torch.Tensor, activation: str, glu: bool):
         super().__init__(in_major, down_t, out_features=down_t.shape[1])

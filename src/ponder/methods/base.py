@@ -114,6 +114,7 @@ class SparseFFN(nn.Module):
         self.threshold = self.thresholds[-1]
         self.threshold_values = self.threshold.reshape(-1).tolist()
         self.tally = Tally()
+        self.workspace = native.Workspace()  # scratch of this module's one-token kernel calls
         self.trace: list[torch.Tensor] | None = None  # per-token MAC fractions, kept while a ComputeTrace runs
 
     # --- budget -------------------------------------------------------------------------------------------
@@ -212,7 +213,8 @@ class SparseFFN(nn.Module):
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         if native_token(x) and self.activation in native.ACTIVATIONS:  # one token: the kernel the methods use
             self._count(self.dense_macs())
-            out = native.glu_dense(x[0], self.gate, self.up, self.down, self.activation, self.gate_bias, self.up_bias)
+            out = native.glu_dense(x[0], self.gate, self.up, self.down, self.activation, self.gate_bias, self.up_bias,
+                                   workspace=self.workspace)  # fmt: skip
             return self.finish(out[None])
         self._count(torch.full((x.shape[0],), self.dense_macs()))
         return self.output(self.intermediate(x))

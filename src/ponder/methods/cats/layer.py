@@ -50,6 +50,7 @@ class CatsFFN(SparseFFN):
             self.activation,
             self.gate_bias,
             self.up_bias,
+            workspace=self.workspace,
         )
         if self.down_bias is not None:
             out += self.down_bias

@@ -114,7 +114,9 @@ class CoreFFN(SparseFFN):
                 pick(self.up_bias),
             )
         gate, up, down, gate_bias, up_bias = self.sliced
-        out = native.glu_dense(x.reshape(-1), gate, up, down, self.activation, gate_bias, up_bias)
+        out = native.glu_dense(
+            x.reshape(-1), gate, up, down, self.activation, gate_bias, up_bias, workspace=self.workspace
+        )
         return self.finish(out).view(x.shape)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:

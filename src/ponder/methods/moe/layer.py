@@ -22,7 +22,7 @@ from torch import nn
 from ponder import routing
 from ponder.errors import PonderError
 from ponder.experts import expert_order
-from ponder.kernels import native
+from ponder.kernels import layouts, native
 from ponder.methods.base import SparseFFN, budget_grid, native_token, scorer, scorer_macs
 from ponder.methods.calibrate import fit_regressor
 from ponder.methods.moe.config import PSEUDO_EXPERTS, MoEConfig
@@ -303,7 +303,7 @@ class MoEFFN(SparseFFN):
         return out
 
     def _panels_for(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """`native.moe_panels` of the current expert weights for a batch x, or None where the C path does not
+        """`layouts.moe_panels` of the current expert weights for a batch x, or None where the C path does not
         apply: no kernels, not fp32, an activation it lacks, gradients wanted, or experts wider than it takes.
         Built on first use and rebuilt when a weight changed (tuning steps change them in place)."""
         weights = (self.gate_p, self.up_p, self.gate_bias_p, self.up_bias_p)
@@ -314,7 +314,7 @@ class MoEFFN(SparseFFN):
             return None
         key = tuple(None if w is None else (w.data_ptr(), -1 if w.is_inference() else w._version) for w in weights)
         if self._panels is None or self._panels[0] != key:
-            self._panels = (key, native.moe_panels(*weights[:2], self.size, *weights[2:]))
+            self._panels = (key, layouts.moe_panels(*weights[:2], self.size, *weights[2:]))
         return self._panels[1]
 
     @torch.no_grad()

@@ -208,7 +208,8 @@ class NestedFFN(SparseFFN):
             rows = int(k[0]) * self.block
             if rows and native_token(x) and self.activation in native.ACTIVATIONS:  # the prefix's rows, in C
                 out = native.glu_rows(x[0], self.gate_p, self.up_p, self.down_t, self.prefix_rows[:rows],
-                                      self.activation, self.gate_bias_p, self.up_bias_p)  # fmt: skip
+                                      self.activation, self.gate_bias_p, self.up_bias_p,
+                                      workspace=self.workspace)  # fmt: skip
                 return self.finish(out[None])
             return self.finish(self.neurons(x, slice(0, rows)) @ self.down_t[:rows])
         k, order = k.sort(descending=True)

@@ -69,8 +69,9 @@ class PredictorFFN(SparseFFN):
         S = self.config.block_size
         index = (blocks * S + torch.arange(S)).flatten()  # [k]
         out = native.glu_rows(
-            x[0], self.gate, self.up, self.down_t, index, self.activation, self.gate_bias, self.up_bias
-        )
+            x[0], self.gate, self.up, self.down_t, index, self.activation, self.gate_bias, self.up_bias,
+            workspace=self.workspace,
+        )  # fmt: skip
         if self.down_bias is not None:
             out += self.down_bias
         self._count(self.predictor_macs() + index.numel() * (self.dense_macs() // self.up.shape[0]))

@@ -242,7 +242,8 @@ class SkipFFN(SparseFFN):
             self._count(self.gate_macs() + self.stand_in_macs())
             return torch.zeros_like(x)
         self._count(self.gate_macs() + self.dense_macs())
-        out = native.glu_dense(x[0], self.gate, self.up, self.down, self.activation, self.gate_bias, self.up_bias)
+        out = native.glu_dense(x[0], self.gate, self.up, self.down, self.activation, self.gate_bias, self.up_bias,
+                               workspace=self.workspace)  # fmt: skip
         return self.finish(out[None])
 
     def extra_repr(self) -> str:

@@ -1,5 +1,5 @@
 """TEAL: entries of x below a threshold skip their columns of gate/up; small intermediate entries skip their
-rows of down. Gate and up are kept input-major (a copy in `native.teal_layout`) so a kept input reads one
+rows of down. Gate and up are kept input-major (a copy in `layouts.teal_layout`) so a kept input reads one
 contiguous row.
 
 Shapes: N = tokens, D = hidden, F = neurons, m = kept inputs, k = kept intermediate entries.
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from ponder.kernels import native
+from ponder.kernels import layouts, native
 from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, quantile
 from ponder.methods.teal.config import TealConfig
 
@@ -30,7 +30,7 @@ class TealFFN(SparseFFN):
         )
         self.config = config
         self.gate_up_width = self.up.shape[0] * (2 if self.gate is not None else 1)  # MACs per kept input
-        self.register_buffer("in_major", native.teal_layout(self.gate, self.up), persistent=False)  # [D, P·Fp]
+        self.register_buffer("in_major", layouts.teal_layout(self.gate, self.up), persistent=False)  # [D, P·Fp]
 
     def calibrate(self, inputs: torch.Tensor) -> None:
         """Per budget b, the kept fraction a of x (gate/up inputs) and m of the intermediate (down inputs) with
