@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ponder.errors import PonderError
-from ponder.routing import POLICIES
+from ponder.methods.moe.routing import POLICIES
 
 EXIT_USAGE = 2
 
@@ -181,7 +181,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_oracle(args: argparse.Namespace) -> None:
     from ponder.data import load_text
-    from ponder.eval.oracle import route_oracle
+    from ponder.methods.nested.oracle import route_oracle
     from ponder.report.terminal import render_oracle
 
     text = load_text(args.data)
@@ -302,7 +302,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ponder.export import export_slice, greedy_widths, layer_learners, nested_modules
+    from ponder.methods.nested.export import export_slice, greedy_widths, layer_learners, nested_modules
     from ponder.report.terminal import console
 
     if args.output.exists() and not args.overwrite:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ponder.experts import CLUSTERINGS
-from ponder.routing import POLICIES
+from ponder.methods.moe.experts import CLUSTERINGS
+from ponder.methods.moe.routing import POLICIES
 
 PSEUDO_EXPERTS = ("zero", "copy", "constant")
 TUNE_PRECISIONS = ("float32", "bfloat16")

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ponder import routing
 from ponder.errors import PonderError
-from ponder.experts import expert_order
 from ponder.kernels import native
 from ponder.methods.base import SparseFFN, budget_grid, native_token, scorer, scorer_macs
 from ponder.methods.calibrate import fit_regressor
+from ponder.methods.moe import routing
 from ponder.methods.moe.config import PSEUDO_EXPERTS, MoEConfig
+from ponder.methods.moe.experts import expert_order
 from ponder.stats import RoutingStats
 from ponder.train.tune import budgets_between, inputs_at_each_budget, tune_experts
 
