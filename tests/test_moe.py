@@ -19,7 +19,8 @@ from ponder.methods.moe import layer as moe_layer
 from ponder.methods.moe import routing
 from ponder.methods.moe.experts import balanced_assign, expert_order
 from ponder.methods.moe.layer import MoEFFN
-from ponder.stats import ComputeMeter, RoutingStats
+from ponder.methods.moe.stats import RoutingStats
+from ponder.stats import ComputeMeter
 from ponder.train import tune
 from ponder.train.tune import _train
 

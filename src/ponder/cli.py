@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ponder.errors import PonderError
 from ponder.methods.moe.routing import POLICIES
+from ponder.state import method_name
 
 EXIT_USAGE = 2
 
@@ -63,7 +64,7 @@ def _load(args: argparse.Namespace, *, apply_budget: bool = True):
 
 
 def _method(model) -> str:
-    return getattr(model, "ponder_config", {}).get("method", "dense")
+    return method_name(model)
 
 
 def _emit(args: argparse.Namespace, result: dict, render: Callable[[dict], None]) -> None:
@@ -175,7 +176,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     result = inspect_routing(model, torch.tensor([ids]))
     modules = adaptive_modules(model)
     result.update(model=args.model, data=args.data, method=_method(model), budget=get_budget(model))
-    result["policy"] = getattr(modules[0], "policy", None) if modules else None
+    result["policy"] = modules[0].policy if modules else None
     _emit(args, result, render_inspect)
 
 
