@@ -16,12 +16,13 @@ from kernel_ab import compare_decodes, decode_arguments, kernel_at  # benchmarks
 from ponder.adaptive import adaptive_modules, load, set_budget
 from ponder.inference import LeanDecoder
 from ponder.inference.bench import prompt_ids
+from ponder.state import method_name
 
 
 def main() -> None:
     args = decode_arguments("teal or moe")
     model, tokenizer = load(args.dir)
-    method = model.ponder_config["method"]
+    method = method_name(model)
     decoder = LeanDecoder(model, max_len=64 + 128)
     prompt = prompt_ids(tokenizer, 64)
     if method == "teal":

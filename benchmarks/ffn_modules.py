@@ -18,6 +18,7 @@ import torch
 
 from ponder.adaptive import adaptive_modules, load, set_budget
 from ponder.data import CALIB_DEFAULT, load_text
+from ponder.state import method_name
 from ponder.train.capture import capture_ffn_inputs
 
 
@@ -53,7 +54,7 @@ def bench_dir(directory: str, budgets: list[float], repeats: int, n_tokens: int)
         for _ in range(repeats):
             for b in configs:
                 seconds[b].append(run(b))
-    method = model.ponder_config["method"]
+    method = method_name(model)
     for b in configs:
         t = seconds[b]
         ratio = statistics.median(d / s for d, s in zip(seconds[1.0], t, strict=True))

@@ -18,6 +18,7 @@ import torch
 from ponder.adaptive import CONFIG_FILE, adaptive_modules, load, save_adaptive, set_budget
 from ponder.data import load_text
 from ponder.methods.moe.layer import MoEFFN
+from ponder.state import adaptive_state
 from ponder.stats import ComputeMeter
 from ponder.train.capture import calibration_windows
 
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("out", nargs="?", help="where the recalibrated model is saved")
     args = parser.parse_args()
     model, tokenizer = load(args.dir)
-    calibration = model.ponder_config["calibration"]
+    calibration = adaptive_state(model).calibration
     windows = calibration_windows(tokenizer, load_text(calibration["data"]), tokens=calibration["tokens"])
     show("before" if args.out else "as is", spent(model, windows))
     if not args.out:

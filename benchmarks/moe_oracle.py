@@ -1,7 +1,7 @@
 """How good can converted experts be? Perplexity when experts are chosen by their *true* output norms (an oracle
 that computes every expert to choose), against the dense model and teal, for several expert layouts.
 
-Each FFN is cut with ponder's own expert construction (`ponder.experts.expert_order`, calibrated on
+Each FFN is cut with ponder's own expert construction (`ponder.methods.moe.experts.expert_order`, calibrated on
 wikitext2-valid). The oracle keeps, per layer and forward pass, the (token, expert) pairs with the largest output
 norms until half of the routed experts run on average (the `threshold` policy's allocation, with perfect scores);
 "constant" adds each skipped expert's mean output when skipped (the `constant` pseudo expert, fitted on
@@ -19,7 +19,7 @@ from torch import nn
 
 from ponder.data import CALIB_DEFAULT, EVAL_DEFAULT, load_text
 from ponder.eval import perplexity
-from ponder.experts import expert_order
+from ponder.methods.moe.experts import expert_order
 from ponder.models import DEFAULT_MODEL, load
 from ponder.models.ffn import ffn_views
 from ponder.models.targets import architecture_of, decoder_layers

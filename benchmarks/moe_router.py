@@ -13,10 +13,10 @@ import argparse
 import torch
 from torch import nn
 
-from ponder import routing
 from ponder.adaptive import adaptive_modules, load
 from ponder.data import CALIB_DEFAULT, EVAL_DEFAULT, load_text
 from ponder.methods.calibrate import fit_regressor
+from ponder.methods.moe import routing
 from ponder.models import DEFAULT_MODEL
 from ponder.models import load as load_base
 from ponder.train.capture import capture_ffn_inputs

@@ -41,7 +41,7 @@ def main() -> None:
         with torch.no_grad():
             module.calibrate_knobs(module.router(x), module.route_pseudo(x))
         print(f"layer {index}: {time.perf_counter() - start:.0f} s", flush=True)
-    save_adaptive(model, args.dst, base_model=model.ponder_config.get("base_model", "smollm2-135m"))
+    save_adaptive(model, args.dst, base_model="smollm2-135m")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from ponder.errors import PonderError
 from ponder.inference import LeanDecoder
 from ponder.methods import METHODS
 from ponder.methods.base import SparseFFN
+from ponder.state import adaptive_state
 from ponder.stats import ComputeMeter
 from ponder.train.capture import capture_ffn_inputs
 
@@ -261,7 +262,7 @@ def test_greedy_schedule_lowers_the_least_sensitive_layer_first():
 def test_greedy_allocation_hits_the_budget_with_uneven_layers(tokenizer, calib_ids):
     model = tiny_model("llama")
     convert(model, tokenizer, "teal", calibration_tokens=CALIB_TOKENS, allocation="greedy", progress=False)
-    assert model.ponder_config["calibration"]["allocation"] == "greedy"
+    assert adaptive_state(model).calibration["allocation"] == "greedy"
     set_budget(model, 0.5)
     with torch.no_grad(), ComputeMeter(model) as meter:
         model(calib_ids)

@@ -10,16 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import kill_tuning_in_step, tiny_model
-from ponder import routing
 from ponder.adaptive import adaptive_modules, convert, load, save_adaptive, set_budget, set_policy
 from ponder.data import load_text
 from ponder.errors import PonderError
-from ponder.experts import balanced_assign, expert_order
 from ponder.inference import LeanDecoder
 from ponder.methods import make_config
 from ponder.methods.moe import layer as moe_layer
+from ponder.methods.moe import routing
+from ponder.methods.moe.experts import balanced_assign, expert_order
 from ponder.methods.moe.layer import MoEFFN
-from ponder.stats import ComputeMeter, RoutingStats
+from ponder.methods.moe.stats import RoutingStats
+from ponder.stats import ComputeMeter
 from ponder.train import tune
 from ponder.train.tune import _train
 

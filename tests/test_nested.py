@@ -14,10 +14,9 @@ from ponder.adaptive import adaptive_modules, convert, get_budget, load, save_ad
 from ponder.cli import main
 from ponder.data import load_text
 from ponder.errors import PonderError
-from ponder.export import export_slice, greedy_widths, layer_learners, set_static_width
 from ponder.inference import LeanDecoder
 from ponder.methods import make_config
-from ponder.methods.budget_gate import (
+from ponder.methods.nested.budget_gate import (
     BudgetGate,
     FilmBudgetGate,
     MonotoneBudgetGate,
@@ -26,6 +25,7 @@ from ponder.methods.budget_gate import (
     make_budget_gate,
 )
 from ponder.methods.nested.config import NestedConfig
+from ponder.methods.nested.export import export_slice, greedy_widths, layer_learners, set_static_width
 from ponder.models.load import FFN_WIDTHS_KEY
 from ponder.stats import ComputeMeter
 

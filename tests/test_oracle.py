@@ -13,7 +13,7 @@ from conftest import tiny_model
 from ponder.adaptive import adaptive_modules, convert, save_adaptive
 from ponder.cli import main
 from ponder.data import load_text
-from ponder.eval.oracle import choose, forced_routes, route_oracle, token_kind, token_losses
+from ponder.methods.nested.oracle import choose, forced_routes, route_oracle, token_kind, token_losses
 from ponder.stats import ComputeMeter
 
 TEXT = load_text("wikitext2")[:4000]

@@ -32,6 +32,7 @@ from ponder.methods.allocate import allocate_greedy
 from ponder.methods.base import SparseFFN, check_budget
 from ponder.models.ffn import activation_name, ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
+from ponder.state import AdaptiveState, adaptive_state, method_name, set_adaptive_state
 from ponder.train.capture import ActivationStore, calibration_windows
 from ponder.train.distributed import World, world
 
@@ -59,10 +60,9 @@ def replace_ffns(model: PreTrainedModel, method_name: str, config) -> list[Spars
                 view=ffn_view(getattr(layer, arch.ffn), arch), activation=activation, config=config
             )
         setattr(layer, arch.ffn, module)
-        if hasattr(module, "attach"):  # depth methods act on the whole layer
-            module.attach(layer)
+        module.attach(layer)
         modules.append(module)
-    model.ponder_config = {"method": method_name, "config": dataclasses.asdict(config)}
+    set_adaptive_state(model, AdaptiveState(method=method_name, config=dataclasses.asdict(config)))
     return modules
 
 
@@ -91,9 +91,7 @@ def convert(
     if allocation not in ALLOCATIONS:
         raise PonderError(f"allocation '{allocation}' is unknown: choose one of {', '.join(ALLOCATIONS)}")
     spec = get_method(method)
-    joint = getattr(spec.layer_class, "calibrate_jointly", None)
-    refine = getattr(spec.layer_class, "refine_jointly", None)
-    if allocation == "greedy" and joint is not None:
+    if allocation == "greedy" and spec.layer_class.joint_thresholds:
         raise PonderError(f"{method} shares one threshold across layers already: drop --allocation greedy")
     if config is None:
         config = spec.config_class()
@@ -125,16 +123,15 @@ def convert(
             for index, module in enumerate(modules):
                 if index not in calibrated_here:  # finished before a resume, or by another rank
                     module.load_state_dict(load_file(str(checkpoints[index])), strict=False)
-            if joint is not None:
-                joint(modules, model, windows, progress=progress)
-            if refine is not None:  # every rank runs it (same seeds, same results): not parallelized
-                pool = partial(calibration_windows, tokenizer, text, tokens=len(text))  # all of it, if asked for
-                refine(modules, model, windows, pool, work=work / "tune", progress=progress)
+            spec.layer_class.calibrate_jointly(modules, model, windows, progress=progress)
+            # every rank refines (same seeds, same results): not parallelized
+            pool = partial(calibration_windows, tokenizer, text, tokens=len(text))  # all of it, if asked for
+            spec.layer_class.refine_jointly(modules, model, windows, pool, work=work / "tune", progress=progress)
     if allocation == "greedy":
         batches = windows.reshape(-1)[:ALLOCATION_TOKENS]
         batches = batches[: len(batches) // 512 * 512].view(-1, 512)
         allocate_greedy(model, modules, batches, progress=progress, ranks=ranks)
-    model.ponder_config["calibration"] = {"data": calibration, "tokens": calibration_tokens, "allocation": allocation}
+    adaptive_state(model).calibration = {"data": calibration, "tokens": calibration_tokens, "allocation": allocation}
     set_budget(model, budget)
     return model
 
@@ -192,18 +189,17 @@ def set_budget(model: PreTrainedModel, budget: float) -> None:
         return
     for module in modules:
         module.set_budget(budget)
-    model.ponder_config["budget"] = budget
+    adaptive_state(model).budget = budget
 
 
 def set_policy(model: PreTrainedModel, policy: str) -> None:
     """Switch the routing policy of a routed model (e.g. `moe`) at run time; budgets keep their calibration."""
     modules = adaptive_modules(model)
-    if not modules or not all(hasattr(m, "set_policy") for m in modules):
-        method = getattr(model, "ponder_config", {}).get("method", "dense")
-        raise PonderError(f"a {method} model has no routing policies: --policy applies to routed methods (moe)")
+    if not modules:
+        raise PonderError(f"a {method_name(model)} model has no routing policies: --policy applies to routed methods")
     for module in modules:
-        module.set_policy(policy)
-    model.ponder_config["policy"] = policy
+        module.set_policy(policy)  # the first raises for a method without policies, before anything changed
+    adaptive_state(model).policy = policy
 
 
 def get_budget(model: PreTrainedModel) -> float:
@@ -245,7 +241,7 @@ def save_adaptive(model: PreTrainedModel, directory: str | Path, *, base_model: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         base = str(Path(base_model).resolve()) if Path(base_model).exists() else base_model
-        config = {**model.ponder_config, "base_model": base, "ponder_format": 1}
+        config = {**adaptive_state(model).to_json(), "base_model": base, "ponder_format": 1}
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         save_file(_new_tensors(model), str(tmp / STATE_FILE))
         if directory.exists():
@@ -275,8 +271,7 @@ def load_adaptive(
         raise PonderError(f"{directory / STATE_FILE} is missing or corrupt ({e}): reconvert the model") from None
     model, tokenizer = models.load(base, dtype=dtype, threads=threads)
     spec = get_method(method)
-    saved_before = getattr(spec.config_class, "SAVED_BEFORE", {})  # options older models were converted without
-    modules = replace_ffns(model, method, spec.config_class(**(saved_before | options)))
+    modules = replace_ffns(model, method, spec.config_class(**(spec.config_class.SAVED_BEFORE | options)))
     for index, module in enumerate(modules):
         prefix = f"layers.{index}."
         own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
@@ -284,7 +279,7 @@ def load_adaptive(
         if missing:
             raise PonderError(f"{directory / STATE_FILE} lacks {sorted(missing)[:3]} for layer {index}: reconvert")
         module.load_state_dict(own, strict=False)
-    model.ponder_config.update({k: config[k] for k in ("calibration",) if k in config})
+    adaptive_state(model).calibration = config.get("calibration")
     set_budget(model, config.get("budget", 1.0))
     if "policy" in config:
         set_policy(model, config["policy"])

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ponder.errors import PonderError
-from ponder.routing import POLICIES
+from ponder.methods.moe.routing import POLICIES
+from ponder.state import method_name
 
 EXIT_USAGE = 2
 
@@ -63,7 +64,7 @@ def _load(args: argparse.Namespace, *, apply_budget: bool = True):
 
 
 def _method(model) -> str:
-    return getattr(model, "ponder_config", {}).get("method", "dense")
+    return method_name(model)
 
 
 def _emit(args: argparse.Namespace, result: dict, render: Callable[[dict], None]) -> None:
@@ -175,13 +176,13 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     result = inspect_routing(model, torch.tensor([ids]))
     modules = adaptive_modules(model)
     result.update(model=args.model, data=args.data, method=_method(model), budget=get_budget(model))
-    result["policy"] = getattr(modules[0], "policy", None) if modules else None
+    result["policy"] = modules[0].policy if modules else None
     _emit(args, result, render_inspect)
 
 
 def cmd_oracle(args: argparse.Namespace) -> None:
     from ponder.data import load_text
-    from ponder.eval.oracle import route_oracle
+    from ponder.methods.nested.oracle import route_oracle
     from ponder.report.terminal import render_oracle
 
     text = load_text(args.data)
@@ -302,7 +303,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ponder.export import export_slice, greedy_widths, layer_learners, nested_modules
+    from ponder.methods.nested.export import export_slice, greedy_widths, layer_learners, nested_modules
     from ponder.report.terminal import console
 
     if args.output.exists() and not args.overwrite:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ponder.adaptive import get_budget, load, set_budget
 from ponder.errors import PonderError
+from ponder.state import method_name
 from ponder.stats import ComputeMeter
 
 try:
@@ -56,7 +57,7 @@ class PonderLM(HFLM):
             "model_num_parameters": self.model.num_parameters(),
             "model_dtype": str(self.model.dtype),
             "ponder_path": self.path,
-            "ponder_method": getattr(self.model, "ponder_config", {}).get("method", "dense"),
+            "ponder_method": method_name(self.model),
             "ponder_budget": get_budget(self.model),
             "ponder_ffn_compute": report.ffn_compute if report.tokens else None,
         }

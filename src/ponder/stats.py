@@ -8,12 +8,13 @@ and bytes (one element read each), so savings are never estimated anywhere else.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from ponder.methods.base import SparseFFN
 from ponder.models.ffn import ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
 
@@ -198,7 +199,7 @@ class ComputeTrace(_FFNHooks):
 
     def _hook(self, index: int):
         def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if hasattr(module, "pop_trace"):
+            if isinstance(module, SparseFFN):
                 fractions = module.pop_trace()
             else:
                 fractions = torch.ones(args[0].numel() // args[0].shape[-1], dtype=torch.float64)
@@ -214,7 +215,7 @@ class ComputeTrace(_FFNHooks):
 
     def __enter__(self) -> ComputeTrace:
         for module in self._ffns:
-            if hasattr(module, "pop_trace"):
+            if isinstance(module, SparseFFN):
                 module.trace = []
         self._attach()
         return self
@@ -222,46 +223,8 @@ class ComputeTrace(_FFNHooks):
     def __exit__(self, *exc) -> None:
         super().__exit__(*exc)
         for module in self._ffns:
-            if hasattr(module, "pop_trace"):
+            if isinstance(module, SparseFFN):
                 module.trace = None
-
-
-@dataclass
-class RoutingStats:
-    """What a routed module's policy did while its `stats` attribute held one of these (`ponder inspect`)."""
-
-    tokens: int = 0
-    experts_run: int = 0
-    """Routed experts run, summed over tokens."""
-    histogram: list[int] = field(default_factory=list)
-    """Tokens that ran 0, 1, ..., E routed experts."""
-    load: list[int] = field(default_factory=list)
-    """Tokens routed to each expert."""
-    pseudo: dict[str, int] = field(default_factory=dict)
-    """Tokens whose skipped experts each pseudo expert stood in for."""
-
-    def add(self, chosen: torch.Tensor, option: torch.Tensor, names: list[str]) -> None:
-        """chosen: [N, E] bool; option: [N] index into `names`."""
-        E = chosen.shape[1]
-        if not self.load:
-            self.load, self.histogram = [0] * E, [0] * (E + 1)
-        per_token = chosen.sum(1)  # [N]
-        self.tokens += chosen.shape[0]
-        self.experts_run += int(per_token.sum())
-        self.load = [a + int(b) for a, b in zip(self.load, chosen.sum(0), strict=True)]
-        counts = torch.bincount(per_token, minlength=E + 1)
-        self.histogram = [a + int(b) for a, b in zip(self.histogram, counts, strict=True)]
-        for index, name in enumerate(names):
-            self.pseudo[name] = self.pseudo.get(name, 0) + int((option == index).sum())
-
-    def summary(self) -> dict:
-        """Means and shares for a report: experts per token, each expert's share of tokens, pseudo shares."""
-        tokens = max(self.tokens, 1)
-        return asdict(self) | {
-            "experts_per_token": self.experts_run / tokens,
-            "load_share": [n / tokens for n in self.load],
-            "pseudo_share": {name: n / tokens for name, n in self.pseudo.items()},
-        }
 
 
 @torch.inference_mode()
@@ -269,23 +232,19 @@ def inspect_routing(model: nn.Module, input_ids: torch.Tensor) -> dict:
     """Run `input_ids` [B, T] and report, per layer, FFN compute and (for routed modules) routing statistics."""
     arch = architecture_of(model)
     ffns = [getattr(layer, arch.ffn) for layer in decoder_layers(model)]
-    routed = [hasattr(m, "stats") for m in ffns]
-    for module, has in zip(ffns, routed, strict=True):
-        if has:
-            module.stats = RoutingStats()
+    adaptive = [m for m in ffns if isinstance(m, SparseFFN)]
+    for module in adaptive:
+        module.start_routing_stats()
     try:
         with ComputeMeter(model) as meter:
             model(input_ids)
     finally:
-        collected = [m.stats if has else None for m, has in zip(ffns, routed, strict=True)]
-        for module, has in zip(ffns, routed, strict=True):
-            if has:
-                module.stats = None
+        collected = [m.routing_stats() if isinstance(m, SparseFFN) else None for m in ffns]
     layers = []
     for index, (compute, stats) in enumerate(zip(meter.report.per_layer_compute(), collected, strict=True)):
-        layers.append({"layer": index, "ffn_compute": compute} | (stats.summary() if stats else {}))
+        layers.append({"layer": index, "ffn_compute": compute} | (stats or {}))
     result = {"tokens": meter.report.tokens, "ffn_compute": meter.report.ffn_compute, "layers": layers}
-    if any(routed):
+    if any(stats is not None for stats in collected):
         summaries = [layer for layer in layers if "experts_per_token" in layer]
         result["experts_per_token"] = sum(s["experts_per_token"] for s in summaries) / len(summaries)
         names = summaries[0]["pseudo_share"]

@@ -19,7 +19,7 @@ from ponder.eval.perplexity import perplexity
 from ponder.eval.tasks import TaskResult, check_task, evaluate_task
 from ponder.inference.bench import benchmark
 from ponder.methods import make_config, parse_options
-from ponder.routing import check_policy
+from ponder.methods.moe.routing import check_policy
 
 RESULTS = "results.jsonl"
 

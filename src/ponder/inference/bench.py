@@ -25,6 +25,7 @@ from ponder.data import CALIB_DEFAULT, load_text
 from ponder.errors import PonderError
 from ponder.inference.ceiling import ffn_paths, sliced_paths
 from ponder.inference.decode import LeanDecoder
+from ponder.state import method_name
 from ponder.stats import ComputeMeter, decode_weight_bytes
 
 
@@ -185,7 +186,7 @@ def benchmark(
         )
     return {
         "model": getattr(model.config, "_name_or_path", model.config.model_type),
-        "method": getattr(model, "ponder_config", {}).get("method", "dense"),
+        "method": method_name(model),
         "dtype": str(model.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "cpu": cpu_name(),

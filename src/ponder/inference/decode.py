@@ -19,6 +19,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
 from ponder.kernels import native
+from ponder.methods.base import SparseFFN
 from ponder.models.ffn import FFNView, activation_name, ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
 from ponder.stats import ReportsCompute
@@ -29,7 +30,7 @@ def start_sequences(model: PreTrainedModel, batch_size: int) -> None:
     arch = architecture_of(model)
     for layer in decoder_layers(model):
         ffn = getattr(layer, arch.ffn)
-        if hasattr(ffn, "start_sequences"):
+        if isinstance(ffn, SparseFFN):
             ffn.start_sequences(batch_size)
 
 
@@ -111,7 +112,8 @@ class _Layer:
         self.input_norm = layer.input_layernorm
         self.post_norm = layer.post_attention_layernorm
         self.ffn = NativeDenseFFN.wrap(model, getattr(layer, ffn))
-        self.skip = self.ffn if hasattr(self.ffn, "passed_through") else None  # a depth method decides per token
+        whole_layer = isinstance(self.ffn, SparseFFN) and self.ffn.whole_layer
+        self.skip = self.ffn if whole_layer else None  # a depth method decides per token
         kv_rows = attn.q_proj.weight.shape[0]
         self.kv_weight = self.qkv_weight[kv_rows:]  # [2·K·E, D]: all a skipped token computes
         self.kv_bias = None if self.qkv_bias is None else self.qkv_bias[kv_rows:]
@@ -161,8 +163,8 @@ class RopeRunner:
                     qkv_bias=layer.qkv_bias, q_norm=layer.q_norm, k_norm=layer.k_norm, o_proj=layer.o_proj,
                     heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim, scaling=layer.scaling,
                 )  # fmt: skip
-                token_forward = getattr(layer.ffn, "token_forward", None)
-                layer.ffn_token = token_forward() if token_forward is not None else None
+                fast = isinstance(layer.ffn, SparseFFN | NativeDenseFFN)  # else a plain module, called as it is
+                layer.ffn_token = layer.ffn.token_forward() if fast else None
                 if layer.skip is not None:
                     layer.skip_kernel = native.LayerSkipKernel(
                         gate=layer.skip.layer_gate, input_norm=layer.input_norm, kv_weight=layer.kv_weight,

@@ -150,7 +150,7 @@ void glu_dense(const float *x, const float *gate, const float *up, const float *
     }
 }
 
-/* Routing policies over E scores (ponder.routing is the specification): 0 top-k, 1 top-p, 2 dynamic-k,
+/* Routing policies over E scores (ponder.methods.moe.routing is the specification): 0 top-k, 1 top-p, 2 dynamic-k,
  * 3 threshold. Writes the chosen experts to `chosen` in ascending order and returns how many. */
 static int64_t route(const float *s, int64_t E, int policy, float knob, int64_t *chosen, float *work) {
     int64_t n = 0;

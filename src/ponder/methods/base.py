@@ -1,9 +1,13 @@
-"""What every sparse-FFN method shares: weights in the layouts executors need, the budget knob, telemetry.
+"""The method contract, and what every sparse-FFN method shares: weights in the layouts executors need, the budget
+knob, telemetry.
 
-A method subclasses `SparseFFN` once and supplies a policy: which neurons (or inputs) each token uses at the
-current threshold, in an eager reference form (the specification, `reference_forward`) and optionally a fast
-batch-1 form (`fast_forward`). Thresholds are calibrated on a grid of budgets and interpolated at run time,
-so `set_budget(b)` works on a loaded model without recalibration.
+A method is a `MethodConfig` dataclass of its options and one `SparseFFN` subclass, registered by name
+(`ponder.register_method`). The core (conversion, loading, eval, bench, decode, reports) calls only the hooks
+documented on `SparseFFN` under "the contract" and never probes a module for attributes; every optional hook has a
+default here, so a method overrides only what it does. A method supplies a policy: which neurons (or inputs) each
+token uses at the current threshold, in an eager reference form (the specification, `reference_forward`) and
+optionally a fast batch-1 form (`fast_forward`). Thresholds are calibrated on a grid of budgets and interpolated
+at run time, so `set_budget(b)` works on a loaded model without recalibration.
 
 Shapes: N = tokens, D = hidden size, F = FFN neurons, G = budgets in the calibrated grid.
 """
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -82,6 +88,16 @@ def scorer_macs(net: nn.Module) -> int:
     return sum(layer.weight.numel() for layer in net.modules() if isinstance(layer, nn.Linear))
 
 
+@dataclass
+class MethodConfig:
+    """Base of every method's options: a dataclass whose fields are the options (each documented where declared),
+    validated in `__post_init__`, round-tripping through JSON via `dataclasses.asdict`."""
+
+    SAVED_BEFORE: ClassVar[dict] = {}
+    """Values of options added after models were already saved: a saved config lacking an option loads with the
+    value here (what those models were converted with), not the field's default. Empty: every option was there."""
+
+
 @dataclass(slots=True)
 class Tally:
     """FFN work counted since the last `pop_compute`. A plain object, because every attribute set on an nn.Module
@@ -96,6 +112,14 @@ class SparseFFN(nn.Module):
     """An FFN whose active neurons vary per token. Exact (the dense module's own math) at budget 1."""
 
     method: str = "sparse"
+    policy: str | None = None
+    """The routing policy in use (routed methods, `set_policy`); None for methods without policies."""
+    whole_layer: ClassVar[bool] = False
+    """True for depth methods: the module decides per token whether the whole decoder layer runs (`attach` hooks
+    the layer; the lean decoder asks `decide` and leaves skipped tokens with `passed_through`), not which of the
+    FFN's neurons do."""
+    joint_thresholds: ClassVar[bool] = False
+    """True where `calibrate_jointly` sets one threshold across all layers (a per-layer allocation cannot apply)."""
 
     def __init__(self, *, view: FFNView, activation: str, budget_grid: torch.Tensor, threshold_shape: tuple = ()):
         super().__init__()
@@ -116,6 +140,47 @@ class SparseFFN(nn.Module):
         self.tally = Tally()
         self.workspace = native.Workspace()  # scratch of this module's one-token kernel calls
         self.trace: list[torch.Tensor] | None = None  # per-token MAC fractions, kept while a ComputeTrace runs
+
+    # --- the contract: hooks the core calls ------------------------------------------------------------------
+    def calibrate(self, *captures: torch.Tensor) -> None:
+        """Required. Fit this layer's thresholds (one per `budget_grid` budget) and any parts (routers, gates) on
+        its calibration captures (`Method.captures`): the FFN inputs [N, D], or the residual stream before and
+        after the layer, two [N, D]. Runs once per layer; the tensors it creates are what a save writes."""
+        raise NotImplementedError(f"{type(self).__name__} must implement calibrate")
+
+    @staticmethod
+    def calibrate_jointly(
+        modules: list[SparseFFN], model: nn.Module, windows: torch.Tensor, *, progress: bool = False
+    ) -> None:
+        """After every layer's `calibrate`: thresholds that depend on all layers together, on calibration token
+        windows [W, L] run through `model` (set `joint_thresholds` if it shares one across layers). Default: none."""
+
+    @staticmethod
+    def refine_jointly(
+        modules: list[SparseFFN], model: nn.Module, windows: torch.Tensor, pool: Callable[[], torch.Tensor], *,
+        work: Path, progress: bool = False,
+    ) -> None:  # fmt: skip
+        """Last conversion step: end-to-end tuning over all layers on windows from `pool()` (all the calibration
+        text), checkpoints under `work`; every torchrun rank runs it with the same seeds. Default: none."""
+
+    def attach(self, layer: nn.Module) -> None:
+        """Called once the module replaced the FFN of decoder layer `layer` (on conversion and on load): depth
+        methods hook the layer here. Default: nothing."""
+
+    def set_policy(self, policy: str) -> None:
+        """Switch the routing policy (`ponder ... --policy`) without recalibrating. Default: the method has none."""
+        raise PonderError(f"a {self.method} model has no routing policies: --policy applies to routed methods")
+
+    def start_sequences(self, batch_size: int) -> None:
+        """New sequences begin (a decoder's reset): methods with per-sequence state clear it. Default: nothing."""
+
+    def start_routing_stats(self) -> None:
+        """Begin collecting routing statistics (`ponder inspect`). Default: nothing (the method does not route)."""
+
+    def routing_stats(self) -> dict | None:
+        """Stop collecting and return a summary of what routing did since `start_routing_stats` (numbers and
+        shares for a report, e.g. experts_per_token, pseudo_share), or None where the method does not route."""
+        return None
 
     # --- budget -------------------------------------------------------------------------------------------
     @property

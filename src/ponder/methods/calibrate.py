@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ponder.methods.base import MethodConfig
+
 
 @dataclass
-class GateConfig:
+class GateConfig(MethodConfig):
     """Options of a small per-layer network that scores choices from a layer's or FFN's input (`nested`, `skip`,
     `predictor`): its size, its fit and the lowest budget calibrated."""
 

@@ -6,15 +6,18 @@ import dataclasses
 from dataclasses import dataclass
 
 from ponder.errors import PonderError
+from ponder.methods.base import MethodConfig, SparseFFN
+
+CAPTURES = ("ffn", "residual")
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    config_class: type
-    """A dataclass of the method's options (round-trips through JSON via dataclasses.asdict)."""
-    layer_class: type
-    """A SparseFFN subclass: layer_class(view=, activation=, config=), then .calibrate(*captures)."""
+    config_class: type[MethodConfig]
+    """A MethodConfig dataclass of the method's options (round-trips through JSON via dataclasses.asdict)."""
+    layer_class: type[SparseFFN]
+    """A SparseFFN subclass: layer_class(view=, activation=, config=), then the hooks `SparseFFN` documents."""
     captures: str = "ffn"
     """What each layer calibrates on (`ponder.train.capture`): "ffn", its FFN's inputs [N, D]; "residual", the
     residual stream at its input and at its output, two [N, D] tensors (depth methods)."""
@@ -23,7 +26,16 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, *, config_class: type, layer_class: type, captures: str = "ffn") -> None:
+def register_method(
+    name: str, *, config_class: type[MethodConfig], layer_class: type[SparseFFN], captures: str = "ffn"
+) -> None:
+    """Make a method available by `name`: the contract is `MethodConfig` and the hooks of `SparseFFN`."""
+    if not (dataclasses.is_dataclass(config_class) and issubclass(config_class, MethodConfig)):
+        raise PonderError(f"method '{name}': config_class must be a MethodConfig dataclass (ponder.methods.base)")
+    if not issubclass(layer_class, SparseFFN):
+        raise PonderError(f"method '{name}': layer_class must subclass SparseFFN (ponder.methods.base)")
+    if captures not in CAPTURES:
+        raise PonderError(f"method '{name}': captures '{captures}' is unknown: choose one of {', '.join(CAPTURES)}")
     METHODS[name] = Method(name, config_class, layer_class, captures)
 
 

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ponder.adaptive import get_budget
 from ponder.data import first_tokens
 from ponder.errors import DataError
+from ponder.state import method_name
 from ponder.stats import ComputeTrace
 
 
@@ -51,7 +52,7 @@ def compute_heatmap(
         model(torch.tensor([ids]))
         fractions = trace.pop()  # [T, layers]
     pieces = [tokenizer.decode([i]) for i in ids]
-    method = getattr(model, "ponder_config", {}).get("method", "dense")
+    method = method_name(model)
     return Heatmap(method, get_budget(model), pieces, fractions.tolist())
 
 

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ponder.methods.base import MethodConfig
+
 
 @dataclass
-class CatsConfig:
+class CatsConfig(MethodConfig):
     """CATS (Lee et al., 2024, "CATS: Contextually-Aware Thresholding for Sparsity in LLMs")."""
 
     min_budget: float = 0.4

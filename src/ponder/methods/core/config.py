@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ponder.methods.base import MethodConfig
+
 
 @dataclass
-class CoreConfig:
+class CoreConfig(MethodConfig):
     """CoreInfer (Wang et al., 2024, "CoreInfer: Accelerating LLM Inference with Semantics-Inspired Adaptive
     Sparse Activation"): the first `prefix_tokens` of a sequence run dense and vote for neurons; the sequence's core
     neurons are then fixed and every later token of that sequence runs only them."""

@@ -2,15 +2,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ponder.experts import CLUSTERINGS
-from ponder.routing import POLICIES
+from ponder.methods.base import MethodConfig
+from ponder.methods.moe.experts import CLUSTERINGS
+from ponder.methods.moe.routing import POLICIES
 
 PSEUDO_EXPERTS = ("zero", "copy", "constant")
 TUNE_PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
-class MoEConfig:
+class MoEConfig(MethodConfig):
     """Dense → dynamic MoE: the FFN's neurons cut into `experts` equal blocks (a permutation, so every expert on is
     the dense FFN), `shared_experts` of them always on; a per-layer router predicts every routed expert's output
     norm (D2DMoE) and a routing policy picks, per token, the experts that run under the budget."""

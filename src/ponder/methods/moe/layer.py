@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ponder import routing
 from ponder.errors import PonderError
-from ponder.experts import expert_order
 from ponder.kernels import layouts, native
 from ponder.methods.base import SparseFFN, budget_grid, native_token, scorer, scorer_macs
 from ponder.methods.calibrate import fit_regressor
+from ponder.methods.moe import routing
 from ponder.methods.moe.config import PSEUDO_EXPERTS, MoEConfig
-from ponder.stats import RoutingStats
+from ponder.methods.moe.experts import expert_order
+from ponder.methods.moe.stats import RoutingStats
 from ponder.train.tune import budgets_between, inputs_at_each_budget, tune_experts
 
 POLICY_NAMES = list(routing.POLICIES)
@@ -196,6 +196,13 @@ class MoEFFN(SparseFFN):
         fit_regressor(self.chooser, inputs, targets, steps=self.config.steps, lr=self.config.lr, seed=self.config.seed)
 
     # --- policy -------------------------------------------------------------------------------------------------
+    def start_routing_stats(self) -> None:
+        self.stats = RoutingStats()
+
+    def routing_stats(self) -> dict | None:
+        stats, self.stats = self.stats, None
+        return None if stats is None else stats.summary()
+
     def set_policy(self, policy: str) -> None:
         self.policy = routing.check_policy(policy)
         self._policy_index = POLICY_NAMES.index(policy)

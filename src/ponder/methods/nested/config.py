@@ -3,8 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ponder.methods.budget_gate import GATES
 from ponder.methods.calibrate import GateConfig
+from ponder.methods.nested.budget_gate import GATES
 
 ROUTERS = ("error", "budget")
 
@@ -22,7 +22,7 @@ class NestedConfig(GateConfig):
     finer blocks cost no speed; they give the gate finer steps."""
     router: str = "budget"
     """"budget": the gate takes the budget as an input and outputs which learners a token needs at that budget
-    (`ponder.methods.budget_gate`); a controller calibrated in closed loop makes its mean compute meet the budget.
+    (`methods.nested.budget_gate`); a controller calibrated in closed loop makes its mean compute meet the budget.
     "error": the gate predicts every prefix's output error and the budget sets a threshold on it (models converted
     before session 7; on SmolLM2 far worse below b = 0.9, BENCHMARKS.md)."""
     budget_gate: str = "monotone"

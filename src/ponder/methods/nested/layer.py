@@ -19,8 +19,8 @@ from torch import nn
 from ponder.errors import PonderError
 from ponder.kernels import native
 from ponder.methods.base import FULL_BUDGET, SparseFFN, budget_grid, check_gate_cost, native_token, scorer, scorer_macs
-from ponder.methods.budget_gate import control_inputs, error_levels, fit_budget_gate, make_budget_gate
 from ponder.methods.calibrate import fit_regressor
+from ponder.methods.nested.budget_gate import control_inputs, error_levels, fit_budget_gate, make_budget_gate
 from ponder.methods.nested.config import NestedConfig
 from ponder.train.tune import budgets_between, inputs_at_each_budget, tune_gates
 
@@ -57,10 +57,10 @@ class NestedFFN(SparseFFN):
         self.register_buffer("prefix_rows", torch.arange(view.d_ff), persistent=False)  # row indices for C
         self.static_learners: int | None = None
         """When set, every token runs this many learners and the router is not run (a MatFormer-style static
-        width; `ponder.export` writes it as a plain dense checkpoint)."""
+        width; `ponder.methods.nested.export` writes it as a plain dense checkpoint)."""
         self.forced_learners: torch.Tensor | None = None
         """When set ([N], one entry per token of the next forward), each token runs that many learners and the
-        router is not run: how `ponder.eval.oracle` tries routes."""
+        router is not run: how `ponder.methods.nested.oracle` tries routes."""
         self.tuning: float | None = None
         """The budget input while the end-to-end phase trains the router (`ponder.train.tune`): forward runs the
         router's hard choices and passes gradients through their relaxation."""

@@ -93,6 +93,8 @@ def _closed_loop(
 
 class SkipFFN(SparseFFN):
     method = "skip"
+    whole_layer = True
+    joint_thresholds = True
 
     def __init__(self, *, view, activation: str, config: SkipConfig):
         super().__init__(view=view, activation=activation, budget_grid=budget_grid(config.min_budget))

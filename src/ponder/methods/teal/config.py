@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ponder.methods.base import MethodConfig
+
 
 @dataclass
-class TealConfig:
+class TealConfig(MethodConfig):
     """TEAL (Liu et al., 2024, "Training-Free Activation Sparsity in Large Language Models"): magnitude thresholds
     on the inputs of gate/up (entries of x) and of down (entries of the intermediate)."""
 

@@ -31,6 +31,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ponder.adaptive import adaptive_modules, get_budget, set_budget
 from ponder.data import first_tokens
 from ponder.errors import DataError, PonderError
+from ponder.methods.nested.layer import NestedFFN
+from ponder.state import method_name
 from ponder.stats import ComputeMeter, ComputeTrace
 
 KINDS = ("word start", "word piece", "punctuation/digit", "newline")
@@ -38,8 +40,8 @@ KINDS = ("word start", "word piece", "punctuation/digit", "newline")
 
 def _routable(model: PreTrainedModel) -> list:
     modules = adaptive_modules(model)
-    if not modules or not all(hasattr(m, "forced_learners") for m in modules):
-        method = getattr(model, "ponder_config", {}).get("method", "dense")
+    if not modules or not all(isinstance(m, NestedFFN) for m in modules):
+        method = method_name(model)
         raise PonderError(f"the oracle needs nested widths per token; a {method} model has none: use a nested model")
     return modules
 
