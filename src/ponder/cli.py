@@ -1,8 +1,9 @@
 """The `ponder` command: a table from command names to thin handlers over library functions.
 
-Options shared by several commands are defined once (the `_add_*` functions below); every value is parsed and
-checked once, by its option's type, which wraps the library's own check, so a bad value fails before any model
-loads, as a one-line error (exit 2) like every other ponder error.
+Options shared by several commands are defined once, each by one `_add_*` function (functions rather than argparse
+parent parsers: a parent's actions are shared objects, so one command's default would become every command's).
+Every value is parsed and checked once, by its option's type, which wraps the library's own check, so a bad value
+fails before any model loads, as a one-line error (exit 2) like every other ponder error.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _add_text(parser: argparse.ArgumentParser, *, tokens: int | None = None, nam
 
 def _add_windows(parser: argparse.ArgumentParser, *, default: int) -> None:
     parser.add_argument(
-        "--windows", type=positive, default=default, help=f"1024-token windows scored (default {default})"
+        "--windows", type=positive, default=default, help=f"windows scored for perplexity (default {default})"
     )
 
 
