@@ -346,11 +346,12 @@ def test_convert_set_reaches_the_method(moe):
 def test_generate_options(capsys, monkeypatch, teal):
     from ponder.inference import LeanDecoder
 
-    prompts, real = [], LeanDecoder.generate
+    prompts, lengths, real = [], [], LeanDecoder.generate
 
-    def recording(self, ids, *args, **kwargs):
+    def recording(self, ids, max_new_tokens, **kwargs):
         prompts.append(ids[0].tolist())
-        return real(self, ids, *args, **kwargs)
+        lengths.append(max_new_tokens)
+        return real(self, ids, max_new_tokens, **kwargs)
 
     monkeypatch.setattr(LeanDecoder, "generate", recording)
     argv = ["generate", teal, "The river", "--max-new-tokens", "5", "--quiet"]
@@ -358,13 +359,13 @@ def test_generate_options(capsys, monkeypatch, teal):
     assert code == 0, err
     stats = re.search(r"(\d+) tokens in .* mean FFN compute ([0-9.]+) of dense", out.replace("\n", " "))
     assert int(stats.group(1)) <= 5 and float(stats.group(2)) == pytest.approx(0.25, abs=0.15)
+    assert lengths == [5]  # at most 5: generation stops early at EOS
     assert run_cli(capsys, *argv)[0] == 0  # at the saved budget, in the chat template
+    assert lengths == [5, 5]
     _, tokenizer = load(str(teal))
     raw, templated = prompts
     assert raw == tokenizer("The river", add_special_tokens=False).input_ids
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "The river"}], add_generation_prompt=True)
-    assert templated == tokenizer("<s>The river</s><s>", add_special_tokens=False).input_ids != raw
-    assert templated == (chat["input_ids"] if isinstance(chat, dict) or hasattr(chat, "keys") else chat)
+    assert templated == tokenizer("<s>The river</s><s>", add_special_tokens=False).input_ids  # CHAT_TEMPLATE
 
 
 # --- demo ------------------------------------------------------------------------------------------------------
