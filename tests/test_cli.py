@@ -1,4 +1,5 @@
-"""The CLI contract: JSON keys, and one-line errors with exit code 2 and no partial output."""
+"""The CLI contract: JSON keys, and one-line errors with exit code 2 and no partial output. Each option's effect is
+tested in test_cli_options.py."""
 
 import json
 import subprocess
@@ -7,7 +8,7 @@ import sys
 import pytest
 
 from conftest import tiny_unsupported_model
-from ponder.cli import main
+from ponder.cli import COMMANDS, main
 from ponder.kernels import native
 
 
@@ -61,6 +62,11 @@ def test_generate_prints_text(capsys, saved_model):
         (("eval", "{model}", "--data", "{empty}"), "is empty"),
         (("eval", "{model}", "--data", "{short}"), "text too short"),
         (("eval", "{model}", "--budget", "0"), "outside (0, 1]"),
+        (("eval", "{model}", "--budget", "half"), "budget 'half' is not a number"),
+        (("bench", "{model}", "--budgets", "0.5,1.5"), "budget 1.5 is outside (0, 1]"),
+        (("bench", "{model}", "--budgets", ","), "has no budgets"),
+        (("convert", "{model}", "--method", "teal", "-o", "{fresh}", "--min-budget", "2"), "outside (0, 1]"),
+        (("eval", "{model}", "--policy", "top-q"), "unknown routing policy 'top-q'"),
         (("eval", "{model}", "--budget", "0.5"), "convert it first"),
         (("bench", "{model}", "--budgets", "0.5"), "convert it first"),
         (("eval", "{opt}"), "model type 'opt' is not supported"),
@@ -96,7 +102,9 @@ def test_errors_are_one_line_exit_2_no_output(capsys, tmp_path, saved_model, arg
     out_file = tmp_path / "out.json"
     argv = [part.format(**names) for part in argv]
     if argv[0] in ("eval", "bench", "inspect"):
-        argv += ["--json", str(out_file), "--quiet"]
+        argv += ["--json", str(out_file)]
+    if argv[0] in COMMANDS:
+        argv.append("--quiet")  # stderr holds the error line alone, no loading bars
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     lines = err.strip().splitlines()
@@ -113,53 +121,3 @@ def test_console_entry_point_has_no_traceback():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("ponder: error:")
-
-
-def test_demo_runs_the_whole_chain_on_a_tiny_model(capsys, saved_model, tmp_path):
-    """load -> eval -> convert -> eval at a budget -> bench, as `ponder demo` does on the default model."""
-    out_file = tmp_path / "demo.json"
-    args = (
-        "demo",
-        "--model",
-        str(saved_model),
-        "--windows",
-        "1",
-        "--repeats",
-        "1",
-        "--quiet",
-        "--json",
-        str(out_file),
-    )
-    code, out, err = run_cli(capsys, *args)
-    assert code == 0, err
-    result = json.loads(out_file.read_text())
-    dense, sparse = result["eval"]
-    assert (dense["method"], sparse["method"], sparse["budget"]) == ("dense", "teal", 0.5)
-    assert sparse["ffn_compute"] == pytest.approx(0.5, abs=0.1)
-    [row] = result["bench"]["budgets"]
-    assert row["budget"] == 0.5 and row["decode_tok_s"] > 0
-    assert "demo finished" in out
-
-
-def test_moe_convert_resume_inspect_and_policy(capsys, saved_model, tmp_path):
-    """convert with options → the work directory is gone → inspect and eval with a policy, JSON written."""
-    out = tmp_path / "moe"
-    options = ("--set", "experts=16", "--set", "shared_experts=2", "--set", "steps=50", "--calib-tokens", "1024")
-    code, _, err = run_cli(capsys, "convert", str(saved_model), "--method", "moe", "-o", str(out), *options, "--quiet")
-    assert code == 0, err
-    assert not (tmp_path / ".moe.partial").exists()  # captured shards and layer checkpoints removed on success
-    config = json.loads((out / "ponder_config.json").read_text())
-    assert config["config"]["experts"] == 16 and config["method"] == "moe"
-    report = tmp_path / "inspect.json"
-    args = ("inspect", str(out), "--budget", "0.5", "--policy", "top-k", "--tokens", "200", "--json", str(report))
-    code, text, err = run_cli(capsys, *args, "--quiet")
-    assert code == 0, err
-    result = json.loads(report.read_text())
-    assert result["tokens"] == 200 and result["policy"] == "top-k" and len(result["layers"]) == 2
-    layer = result["layers"][0]
-    assert sum(layer["histogram"]) == 200 and len(layer["load"]) == 14
-    assert sum(result["pseudo_share"].values()) == pytest.approx(1.0)
-    assert "experts per token" in text
-    code, _, err = run_cli(capsys, "eval", str(out), "--budget", "0.5", "--policy", "top-p", "--windows", "1",
-                           "--window-len", "64", "--quiet")  # fmt: skip
-    assert code == 0, err

@@ -1,4 +1,10 @@
-"""The `ponder` command: a table from command names to library functions, with one-line errors (exit 2)."""
+"""The `ponder` command: a table from command names to thin handlers over library functions.
+
+Options shared by several commands are defined once, each by one `_add_*` function (functions rather than argparse
+parent parsers: a parent's actions are shared objects, so one command's default would become every command's).
+Every value is parsed and checked once, by its option's type, which wraps the library's own check, so a bad value
+fails before any model loads, as a one-line error (exit 2) like every other ponder error.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,12 @@ import argparse
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.errors import PonderError
-from ponder.methods.moe.routing import POLICIES
-from ponder.state import method_name
 
 EXIT_USAGE = 2
 
@@ -23,21 +29,39 @@ class _Parser(argparse.ArgumentParser):
         raise PonderError(f"{message} (see `{self.prog} --help`)")
 
 
-def _budget(text: str) -> float:
+# --- values: each option's type parses and checks it once ------------------------------------------------------
+
+
+@contextmanager
+def _argument_error() -> Iterator[None]:
+    """A library check's PonderError as argparse's error for the option being parsed."""
+    try:
+        yield
+    except PonderError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def budget(text: str) -> float:
+    """A budget, the target fraction of dense FFN compute, checked by the library's one rule (0 < b <= 1)."""
+    from ponder.methods.base import check_budget
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"budget '{text}' is not a number: give a fraction in (0, 1]") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"budget {value} is outside (0, 1]: give a fraction of dense FFN compute")
-    return value
+    with _argument_error():
+        return check_budget(value)
 
 
-def _budgets(text: str) -> list[float]:
-    return [_budget(part) for part in text.split(",") if part.strip()]
+def budget_list(text: str) -> list[float]:
+    """Comma-separated budgets, e.g. 0.75,0.5, each checked as `budget`."""
+    values = [budget(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"'{text}' has no budgets: give comma-separated fractions, e.g. 0.75,0.5")
+    return values
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -47,23 +71,137 @@ def _positive(text: str) -> int:
     return value
 
 
-def _load(args: argparse.Namespace, *, apply_budget: bool = True):
+def dtype_name(text: str) -> str:
+    from ponder.models.load import parse_dtype
+
+    with _argument_error():
+        parse_dtype(text)
+    return text
+
+
+def policy_name(text: str) -> str:
+    from ponder.methods.moe.routing import check_policy
+
+    with _argument_error():
+        return check_policy(text)
+
+
+def task_name(text: str) -> str:
+    from ponder.eval.tasks import check_task
+
+    with _argument_error():
+        return check_task(text)
+
+
+# --- options shared by several commands, each defined once ----------------------------------------------------
+
+BUDGET_HELP = "target fraction of dense FFN compute, (0, 1]"
+
+
+def _add_model(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
+    """What to load and how: the model (an argument, or `--model` where a default exists), dtype, threads, bars."""
+    from ponder.models.load import DEFAULT_MODEL
+
+    group = parser.add_argument_group("model loading")
+    if positional:
+        group.add_argument(
+            "model", help="alias (smollm2-135m), HF model directory, .gguf file, or converted directory"
+        )
+    else:
+        group.add_argument("--model", default=DEFAULT_MODEL, help=f"model to run on (default {DEFAULT_MODEL})")
+    _add_loading(group)
+
+
+def _add_loading(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--dtype", type=dtype_name, default="float32", help="float32 (default), bfloat16 or float16")
+    group.add_argument("--threads", type=positive, default=None, help="torch intra-op threads (default: torch's)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_budget(parser: argparse.ArgumentParser, *, default: float | None = None, help: str = BUDGET_HELP) -> None:
+    parser.add_argument("--budget", type=budget, default=default, help=help)
+
+
+def _add_budgets(parser: argparse.ArgumentParser, *, default: list[float] | None = None) -> None:
+    parser.add_argument("--budgets", type=budget_list, default=default, help="comma-separated budgets, e.g. 0.75,0.5")
+
+
+def _add_policy(parser: argparse.ArgumentParser) -> None:
+    from ponder.methods.moe.routing import POLICIES
+
+    parser.add_argument(
+        "--policy", type=policy_name, default=None, help="routing policy of a routed model: " + ", ".join(POLICIES)
+    )
+
+
+def _add_text(parser: argparse.ArgumentParser, *, tokens: int | None = None, name: str = "--data") -> None:
+    """The text to read (a bundled name or a file), and with `tokens` how many of its first tokens."""
+    parser.add_argument(name, default="wikitext2", help="bundled name (wikitext2, wikitext2-valid) or .txt/.jsonl")
+    if tokens is not None:
+        parser.add_argument(
+            "--tokens", type=positive, default=tokens, help=f"first tokens of the text (default {tokens})"
+        )
+
+
+def _add_windows(parser: argparse.ArgumentParser, *, default: int) -> None:
+    parser.add_argument(
+        "--windows", type=positive, default=default, help=f"windows scored for perplexity (default {default})"
+    )
+
+
+def _add_repeats(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=positive, default=5, help="timed rounds per configuration (default 5)")
+
+
+def _add_calibration_tokens(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calib-tokens", type=positive, default=8192, help="calibration tokens (default 8192)")
+
+
+def _add_allocation(parser: argparse.ArgumentParser, *, help: str) -> None:
+    parser.add_argument("--allocation", choices=("uniform", "greedy"), default="uniform", help=help)
+
+
+def _add_output(parser: argparse.ArgumentParser, *, help: str, overwrite: bool = True) -> None:
+    parser.add_argument("-o", "--output", type=Path, required=True, help=help)
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+
+
+def _add_json(parser: argparse.ArgumentParser, *, what: str = "the result") -> None:
+    parser.add_argument("--json", type=Path, default=None, help=f"write {what} to this JSON file")
+
+
+# --- what handlers share: loading, run-time knobs, output ------------------------------------------------------
+
+
+def _show_progress(quiet: bool) -> None:
+    """transformers' own bars (e.g. loading weights) follow --quiet, as ponder's bars do through `progress=`."""
     from transformers.utils import logging as hf_logging
 
-    from ponder.adaptive import load, set_budget, set_policy
-
     hf_logging.set_verbosity_error()
-    if args.quiet:
-        hf_logging.disable_progress_bar()
-    model, tokenizer = load(args.model, dtype=args.dtype, threads=args.threads)
-    if apply_budget and getattr(args, "budget", None) is not None:
+    (hf_logging.disable_progress_bar if quiet else hf_logging.enable_progress_bar)()
+
+
+def _load(args: argparse.Namespace, name: str | None = None):
+    """The model (or `name`) as --dtype and --threads ask; budgets and policies are applied by the caller."""
+    from ponder.adaptive import load
+
+    return load(name or args.model, dtype=args.dtype, threads=args.threads)
+
+
+def _apply_knobs(model, args: argparse.Namespace) -> None:
+    """--budget and --policy of a command that runs a model as it is (not one that converts it first)."""
+    from ponder.adaptive import set_budget, set_policy
+
+    if args.budget is not None:
         set_budget(model, args.budget)
     if getattr(args, "policy", None) is not None:
         set_policy(model, args.policy)
-    return model, tokenizer
 
 
 def _method(model) -> str:
+    from ponder.state import method_name
+
     return method_name(model)
 
 
@@ -73,6 +211,11 @@ def _emit(args: argparse.Namespace, result: dict, render: Callable[[dict], None]
     if args.json:
         write_json_atomic(args.json, result)
     render(result)
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    if args.output.exists() and not args.overwrite:
+        raise PonderError(f"output '{args.output}' exists: pass --overwrite or choose another -o")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -85,6 +228,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         return _eval_task(args)
     text = load_text(args.data)  # read data before the slow model load, so a bad path fails fast
     model, tokenizer = _load(args)
+    _apply_knobs(model, args)
     result = perplexity(
         model, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
     ).as_dict()
@@ -94,11 +238,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _eval_task(args: argparse.Namespace) -> None:
     from ponder.adaptive import get_budget
-    from ponder.eval.tasks import check_task, evaluate_task
+    from ponder.eval.tasks import evaluate_task
     from ponder.report.terminal import render_task
 
-    check_task(args.task)  # before the slow model load
     model, tokenizer = _load(args)
+    _apply_knobs(model, args)
     result = evaluate_task(
         model, tokenizer, args.task, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet
     ).as_dict()
@@ -107,10 +251,13 @@ def _eval_task(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    from ponder.adaptive import set_policy
     from ponder.inference.bench import benchmark
     from ponder.report.terminal import render_bench
 
     model, tokenizer = _load(args)
+    if args.policy is not None:
+        set_policy(model, args.policy)
     result = benchmark(
         model,
         tokenizer,
@@ -136,7 +283,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     get_method(args.method)  # an unknown method fails now, not after the dense evaluation
     start = time.perf_counter()
-    model, tokenizer = _load(args, apply_budget=False)  # the budget applies after conversion
+    model, tokenizer = _load(args)  # dense first: the budget applies after conversion
     text = load_text(EVAL_DEFAULT)
     console.print(f"[bold]ponder demo[/] on {args.model}: dense perplexity on {EVAL_DEFAULT}")
     ppl = perplexity(model, tokenizer, text, windows=args.windows, progress=not args.quiet)
@@ -170,6 +317,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
     text = load_text(args.data)
     model, tokenizer = _load(args)
+    _apply_knobs(model, args)
     ids = first_tokens(tokenizer, text, args.tokens)
     if len(ids) < 2:
         raise PonderError(f"'{args.data}' has fewer than 2 tokens: give a longer text")
@@ -186,7 +334,7 @@ def cmd_oracle(args: argparse.Namespace) -> None:
     from ponder.report.terminal import render_oracle
 
     text = load_text(args.data)
-    model, tokenizer = _load(args, apply_budget=False)
+    model, tokenizer = _load(args)  # the oracle spends --budget itself
     result = route_oracle(
         model, tokenizer, text, budget=args.budget, tokens=args.tokens, small=args.small, progress=not args.quiet
     )
@@ -201,6 +349,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from ponder.report.terminal import console
 
     model, tokenizer = _load(args)
+    _apply_knobs(model, args)
     if tokenizer.chat_template and not args.raw:
         messages = [{"role": "user", "content": args.prompt}]
         ids = tokenizer.apply_chat_template(
@@ -272,12 +421,11 @@ def cmd_convert(args: argparse.Namespace) -> None:
         options["min_budget"] = str(args.min_budget)
     config = make_config(args.method, options)  # unknown method or bad options fail before the model load
     load_text(args.calib)  # so does bad calibration data
-    if args.output.exists() and not args.overwrite:
-        raise PonderError(f"output '{args.output}' exists: pass --overwrite or choose another -o")
+    _check_output(args)
     work = args.output.parent / f".{args.output.name}.partial"  # captured activations, per-layer checkpoints
     if work.exists() and not args.resume:
         raise PonderError(f"an interrupted conversion is in {work}: pass --resume to continue it, or delete it")
-    model, tokenizer = _load(args)
+    model, tokenizer = _load(args)  # the budget is the converted model's, so convert applies it
     start = time.perf_counter()
     convert(
         model,
@@ -306,12 +454,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     from ponder.methods.nested.export import export_slice, greedy_widths, layer_learners, nested_modules
     from ponder.report.terminal import console
 
-    if args.output.exists() and not args.overwrite:
-        raise PonderError(f"output '{args.output}' exists: pass --overwrite or choose another -o")
+    _check_output(args)
     width = args.width[0] if len(args.width) == 1 else args.width
     if args.allocation == "greedy" and len(args.width) != 1:
         raise PonderError("--allocation greedy chooses the per-layer widths: give one mean --width")
-    model, tokenizer = _load(args, apply_budget=False)
+    model, tokenizer = _load(args)
     modules = nested_modules(model)
     if args.allocation == "greedy":
         width = greedy_widths(model, tokenizer, [width], progress=not args.quiet)[0]
@@ -342,6 +489,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         task_limit=args.task_limit,
         bench=args.bench,
         bench_repeats=args.repeats,
+        dtype=args.dtype,
+        threads=args.threads,
         progress=not args.quiet,
     )
     rows = merged(records)
@@ -353,7 +502,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from ponder.adaptive import load, set_budget
+    from ponder.adaptive import set_budget
     from ponder.data import load_text
     from ponder.eval.sweep import merged, read_records
     from ponder.report.html import compute_heatmap, render_report, write_report
@@ -377,7 +526,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     svg = pareto_plot(rows, output.parent)[1].read_text()
     heatmap = None
     if method is not None:
-        model, tokenizer = load(str(models / method), dtype=args.dtype, threads=args.threads)
+        model, tokenizer = _load(args, str(models / method))
         set_budget(model, args.budget)
         heatmap = compute_heatmap(model, tokenizer, text, max_tokens=args.tokens)
         heatmap.method = method  # the sweep's name, e.g. teal+greedy
@@ -386,166 +535,176 @@ def cmd_report(args: argparse.Namespace) -> None:
     console.print(f"report: {write_report(page, output)}")
 
 
-def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
-    from ponder.models.load import DEFAULT_MODEL
-
-    if model:
-        parser.add_argument(
-            "model", help="alias (smollm2-135m), HF model directory, .gguf file, or converted directory"
-        )
-    else:
-        parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model to run on (default {DEFAULT_MODEL})")
-    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
-    parser.add_argument("--threads", type=_positive, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+# --- the commands: each one's options, then the table ---------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ponder", description="Compute-adaptive transformer language models, measured honestly.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _demo_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser, positional=False)
+    _add_windows(parser, default=10)
+    parser.add_argument("--method", default="teal", help="sparse method shown beside dense (default teal)")
+    _add_budget(parser, default=0.5, help="budget of the sparse rows (default 0.5)")
+    _add_repeats(parser)
+    _add_json(parser, what="all results")
 
-    demo = commands.add_parser("demo", help="perplexity and speed of the embedded default model")
-    _common(demo, model=False)
-    demo.add_argument("--windows", type=_positive, default=10, help="1024-token windows for perplexity")
-    demo.add_argument("--method", default="teal", help="sparse method shown beside dense (default teal)")
-    demo.add_argument("--budget", type=_budget, default=0.5, help="budget of the sparse rows (default 0.5)")
-    demo.add_argument("--repeats", type=_positive, default=5, help="timed rounds per configuration")
-    demo.add_argument("--json", help="write all results to this JSON file")
-    demo.set_defaults(run=cmd_demo)
 
-    ev = commands.add_parser("eval", help="perplexity and compute per token")
-    _common(ev)
-    ev.add_argument("--data", default="wikitext2", help="bundled name (wikitext2, wikitext2-valid) or .txt/.jsonl")
-    ev.add_argument("--windows", type=_positive, default=20, help="number of windows scored (default 20)")
-    ev.add_argument("--window-len", type=_positive, default=1024, help="tokens per window (default 1024)")
-    ev.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
-    ev.add_argument("--task", default=None, help="zero-shot task accuracy instead of perplexity: piqa")
-    ev.add_argument("--limit", type=_positive, default=None, help="first N task items only")
-    ev.add_argument("--batch-size", type=_positive, default=32, help="sequences per forward pass for --task")
-    ev.add_argument("--json", help="write the result to this JSON file")
-    ev.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
-    ev.set_defaults(run=cmd_eval)
+def _eval_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    _add_budget(parser)
+    _add_policy(parser)
+    _add_text(parser)
+    _add_windows(parser, default=20)
+    parser.add_argument("--window-len", type=positive, default=1024, help="tokens per window (default 1024)")
+    parser.add_argument("--task", type=task_name, default=None, help="zero-shot accuracy instead of perplexity: piqa")
+    parser.add_argument("--limit", type=positive, default=None, help="first N task items only")
+    parser.add_argument("--batch-size", type=positive, default=32, help="sequences per forward pass for --task")
+    _add_json(parser)
 
-    bench = commands.add_parser("bench", help="decode and prefill speed against the dense model, same process")
-    _common(bench)
-    bench.add_argument("--budgets", type=_budgets, default=None, help="comma-separated budgets, e.g. 0.75,0.5")
-    bench.add_argument("--repeats", type=_positive, default=5, help="timed rounds (default 5)")
-    bench.add_argument("--prompt-tokens", type=_positive, default=64)
-    bench.add_argument("--new-tokens", type=_positive, default=128)
-    bench.add_argument("--prefill-tokens", type=_positive, default=512)
-    bench.add_argument("--json", help="write the result to this JSON file")
-    bench.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
-    bench.add_argument(
+
+def _bench_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    _add_budgets(parser)
+    _add_policy(parser)
+    _add_repeats(parser)
+    parser.add_argument("--prompt-tokens", type=positive, default=64, help="prompt of the decode runs (default 64)")
+    parser.add_argument("--new-tokens", type=positive, default=128, help="tokens decoded per run (default 128)")
+    parser.add_argument(
+        "--prefill-tokens", type=positive, default=512, help="prompt of the prefill runs (default 512)"
+    )
+    parser.add_argument(
         "--ceiling",
         action="store_true",
         help="also time each budget's decode through the perfect width executor (a contiguous slice of every FFN "
         "at the compute the budget spent): the most any executor could gain there",
     )
-    bench.set_defaults(run=cmd_bench)
+    _add_json(parser)
 
-    conv = commands.add_parser("convert", help="make a model adaptive with a method, calibrated on held-out text")
-    _common(conv)
-    conv.add_argument("--method", required=True, help="teal, cats, predictor, core, nested, moe or skip (layer skip)")
-    conv.add_argument("-o", "--output", type=Path, required=True, help="directory for the converted model")
-    conv.add_argument("--budget", type=_budget, default=None, help="budget saved with the model (default 1)")
-    conv.add_argument("--calib", default="wikitext2-valid", help="calibration text (never the evaluation text)")
-    conv.add_argument("--calib-tokens", type=_positive, default=8192, help="calibration tokens (default 8192)")
-    conv.add_argument("--min-budget", type=_budget, default=None, help="lowest budget to calibrate")
-    conv.add_argument(
+
+def _convert_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    parser.add_argument(
+        "--method", required=True, help="teal, cats, predictor, core, nested, moe or skip (layer skip)"
+    )
+    _add_output(parser, help="directory for the converted model")
+    _add_budget(parser, help="budget saved with the model (default 1)")
+    parser.add_argument("--calib", default="wikitext2-valid", help="calibration text (never the evaluation text)")
+    _add_calibration_tokens(parser)
+    parser.add_argument("--min-budget", type=budget, default=None, help="lowest budget to calibrate")
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="a method option (repeatable), e.g. --set experts=32 --set pseudo_experts=zero/constant",
     )
-    conv.add_argument(
-        "--allocation",
-        choices=["uniform", "greedy"],
-        default="uniform",
-        help="per-layer budgets: uniform (default) or greedy by calibration loss (~15 min more for SmolLM2 here)",
+    _add_allocation(
+        parser, help="per-layer budgets: uniform (default) or greedy by calibration loss (~15 min more for SmolLM2)"
     )
-    conv.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    conv.add_argument("--resume", action="store_true", help="continue an interrupted conversion into the same -o")
-    conv.set_defaults(run=cmd_convert)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted conversion into the same -o")
 
-    ex = commands.add_parser("export", help="write a nested model at static widths as a plain HF checkpoint")
-    _common(ex)
-    ex.add_argument(
+
+def _export_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    parser.add_argument(
         "--width",
-        type=_budgets,
+        type=budget_list,
         required=True,
         help="fraction of FFN neurons kept: one for every layer, or a comma list with one per layer",
     )
-    ex.add_argument(
-        "--allocation",
-        choices=("uniform", "greedy"),
-        default="uniform",
-        help="greedy: per-layer widths with this mean, chosen by calibration loss (Mix'n'Match, ~17 min for SmolLM2)",
+    _add_allocation(
+        parser, help="greedy: per-layer widths with this mean, chosen by calibration loss (Mix'n'Match, ~17 min)"
     )
-    ex.add_argument("-o", "--output", type=Path, required=True, help="directory for the HF checkpoint")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    ex.set_defaults(run=cmd_export)
+    _add_output(parser, help="directory for the HF checkpoint")
 
-    sw = commands.add_parser("sweep", help="evaluate methods x budgets; table and Pareto plot (resumable)")
-    _common(sw)
-    sw.add_argument(
+
+def _sweep_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    parser.add_argument(
         "--methods", required=True, help="comma-separated, e.g. teal,cats,predictor,nested; teal+greedy allocates"
     )
-    sw.add_argument("--budgets", type=_budgets, default=[1.0, 0.75, 0.5, 0.35, 0.25])
-    sw.add_argument("-o", "--output", type=Path, required=True, help="sweep directory (reused to resume)")
-    sw.add_argument("--windows", type=_positive, default=20)
-    sw.add_argument("--calib-tokens", type=_positive, default=8192)
-    sw.add_argument("--task", default=None, help="also score zero-shot accuracy on this task at every point: piqa")
-    sw.add_argument("--task-limit", type=_positive, default=None, help="first N task items only")
-    sw.add_argument("--bench", action="store_true", help="also time decode/prefill per budget (same process)")
-    sw.add_argument("--repeats", type=_positive, default=5, help="timed rounds when --bench")
-    sw.set_defaults(run=cmd_sweep)
+    _add_budgets(parser, default=[1.0, 0.75, 0.5, 0.35, 0.25])
+    _add_output(parser, help="sweep directory (reused to resume)", overwrite=False)
+    _add_windows(parser, default=20)
+    _add_calibration_tokens(parser)
+    parser.add_argument("--task", type=task_name, default=None, help="also zero-shot accuracy at every point: piqa")
+    parser.add_argument("--task-limit", type=positive, default=None, help="first N task items only")
+    parser.add_argument("--bench", action="store_true", help="also time decode/prefill per budget (same process)")
+    _add_repeats(parser)
 
-    rep = commands.add_parser("report", help="one self-contained HTML page: sweep table, plots, compute heatmap")
-    rep.add_argument("directory", type=Path, help="a `ponder sweep` output directory")
-    rep.add_argument("--method", default=None, help="method of the heatmap (default: the first converted)")
-    rep.add_argument("--budget", type=_budget, default=0.5, help="budget of the heatmap (default 0.5)")
-    rep.add_argument("--text", default="wikitext2", help="text of the heatmap: bundled name or .txt/.jsonl file")
-    rep.add_argument("--tokens", type=_positive, default=200, help="tokens shown in the heatmap (default 200)")
-    rep.add_argument("-o", "--output", type=Path, default=None, help="HTML file (default DIR/report/index.html)")
-    rep.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
-    rep.add_argument("--threads", type=_positive, default=None, help="torch intra-op threads")
-    rep.add_argument("--quiet", action="store_true", help="no progress bars")
-    rep.set_defaults(run=cmd_report)
 
-    ins = commands.add_parser("inspect", help="per-layer compute and routing statistics of a converted model")
-    _common(ins)
-    ins.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
-    ins.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
-    ins.add_argument("--data", default="wikitext2", help="text to route: bundled name or .txt/.jsonl file")
-    ins.add_argument("--tokens", type=_positive, default=1024, help="tokens of the text (default 1024)")
-    ins.add_argument("--json", help="write the statistics to this JSON file")
-    ins.set_defaults(run=cmd_inspect)
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path, help="a `ponder sweep` output directory")
+    parser.add_argument("--method", default=None, help="method of the heatmap (default: the first converted)")
+    _add_budget(parser, default=0.5, help="budget of the heatmap (default 0.5)")
+    _add_text(parser, tokens=200, name="--text")
+    parser.add_argument("-o", "--output", type=Path, default=None, help="HTML file (default DIR/report/index.html)")
+    _add_loading(parser.add_argument_group("model loading"))
 
-    ora = commands.add_parser("oracle", help="best routes (skip/small/big per token and layer) vs the router")
-    _common(ora)
-    ora.add_argument("--budget", type=_budget, default=0.5, help="mean fraction of FFN compute (default 0.5)")
-    ora.add_argument("--data", default="wikitext2", help="text to route: bundled name or .txt/.jsonl file")
-    ora.add_argument("--tokens", type=_positive, default=512, help="tokens of the text (default 512)")
-    ora.add_argument("--small", type=float, default=0.25, help="width of the small option (default 0.25)")
-    ora.add_argument("--json", help="write the result to this JSON file")
-    ora.set_defaults(run=cmd_oracle)
 
-    gen = commands.add_parser("generate", help="greedy generation with the lean decoder")
-    _common(gen)
-    gen.add_argument("prompt")
-    gen.add_argument("--max-new-tokens", type=_positive, default=64)
-    gen.add_argument("--budget", type=_budget, default=None, help="target fraction of dense FFN compute, (0, 1]")
-    gen.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
-    gen.add_argument("--show-compute", action="store_true", help="stream tokens shaded by the FFN compute used")
-    gen.add_argument("--policy", default=None, help="routing policy of a routed model: " + ", ".join(POLICIES))
-    gen.set_defaults(run=cmd_generate)
+def _inspect_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    _add_budget(parser)
+    _add_policy(parser)
+    _add_text(parser, tokens=1024)
+    _add_json(parser, what="the statistics")
+
+
+def _oracle_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    _add_budget(parser, default=0.5, help="mean fraction of FFN compute (default 0.5)")
+    _add_text(parser, tokens=512)
+    parser.add_argument("--small", type=float, default=0.25, help="width of the small option (default 0.25)")
+    _add_json(parser)
+
+
+def _generate_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    parser.add_argument("prompt", help="text to continue (in the chat template, if the tokenizer has one)")
+    parser.add_argument("--max-new-tokens", type=positive, default=64, help="tokens to generate (default 64)")
+    _add_budget(parser)
+    _add_policy(parser)
+    parser.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
+    parser.add_argument("--show-compute", action="store_true", help="stream tokens shaded by the FFN compute used")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command("perplexity and speed of the embedded default model", _demo_options, cmd_demo),
+    "eval": Command("perplexity and compute per token", _eval_options, cmd_eval),
+    "bench": Command("decode and prefill speed against the dense model, same process", _bench_options, cmd_bench),
+    "convert": Command(
+        "make a model adaptive with a method, calibrated on held-out text", _convert_options, cmd_convert
+    ),
+    "export": Command("write a nested model at static widths as a plain HF checkpoint", _export_options, cmd_export),
+    "sweep": Command("evaluate methods x budgets; table and Pareto plot (resumable)", _sweep_options, cmd_sweep),
+    "report": Command(
+        "one self-contained HTML page: sweep table, plots, compute heatmap", _report_options, cmd_report
+    ),
+    "inspect": Command("per-layer compute and routing statistics of a converted model", _inspect_options, cmd_inspect),
+    "oracle": Command("best routes (skip/small/big per token and layer) vs the router", _oracle_options, cmd_oracle),
+    "generate": Command("greedy generation with the lean decoder", _generate_options, cmd_generate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ponder", description="Compute-adaptive transformer language models, measured honestly.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help)
+        command.options(sub)
+        sub.set_defaults(run=command.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _show_progress(args.quiet)
         args.run(args)
     except PonderError as e:
         print(f"ponder: error: {e}", file=sys.stderr)

@@ -102,6 +102,8 @@ def sweep(
     task_limit: int | None = None,
     bench: bool = False,
     bench_repeats: int = 5,
+    dtype: str = "float32",
+    threads: int | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Evaluate (and optionally score a task and time) every method at every budget; returns all records."""
@@ -125,12 +127,12 @@ def sweep(
             _append(directory, records, {**point, **_task_record(result)})
 
     if not all(_done(records, "dense", 1.0, key) for key in ["perplexity"] + (["acc"] if task else [])):
-        measure(*load(model_name), "dense", 1.0)
+        measure(*load(model_name, dtype=dtype, threads=threads), "dense", 1.0)
     for method in methods:
         spec = variant(method)
         converted = directory / "models" / spec.model_dir
         if not converted.exists():
-            model, tokenizer = load(model_name)
+            model, tokenizer = load(model_name, dtype=dtype, threads=threads)
             convert(
                 model,
                 tokenizer,
@@ -144,7 +146,7 @@ def sweep(
             )
             save_adaptive(model, converted, base_model=model_name)
             shutil.rmtree(directory / "models" / f".{spec.model_dir}.partial", ignore_errors=True)
-        model, tokenizer = load(str(converted))
+        model, tokenizer = load(str(converted), dtype=dtype, threads=threads)
         if spec.policy:
             set_policy(model, spec.policy)
         usable = []

@@ -108,7 +108,9 @@ def render_inspect(result: dict) -> None:
         table.add_column(column, justify="right")
     for layer in result["layers"]:
         row = [str(layer["layer"]), f"{layer['ffn_compute']:.3f}", _bar(layer["ffn_compute"])]
-        if routed:
+        if routed and not layer["load_share"]:  # nothing routed: the dense path at budget 1
+            row += ["-"] * (len(columns) - len(row))
+        elif routed:
             load, histogram = layer["load_share"], layer["histogram"]
             row += [f"{layer['experts_per_token']:.1f} / {len(load)}", f"{max(load):.2f}", f"{min(load):.2f}"]
             row += [f"{histogram[0] / max(layer['tokens'], 1):.2f}"]
