@@ -1,4 +1,6 @@
 """Where a lean decode step's time goes: the whole step (as `generate` runs it: the screened greedy head), the same
+
+Question: where does a dense decode step's time go (FFN, attention, head, the rest)? About 3 minutes.
 step with the FFNs through PyTorch's modules instead of the fused C kernel, the step with every FFN replaced by the
 identity, the lm_head alone (the full fp32 GEMV and the screened head) and the layers' attention calls alone,
 interleaved in one process (median ms per token).

@@ -1,5 +1,8 @@
 """The most any FFN executor can gain in a lean decode step on this machine, beside what converted models gain.
 
+Question: how much of the possible decode saving does each executor capture? About 10 minutes for three
+models at --repeats 15.
+
 The ceiling (`ponder.inference.ceiling`; `ponder bench --ceiling` runs it per budget): every layer's FFN replaced by
 the dense kernel over a pre-sliced, contiguous fraction f of its neurons (f of the FFN's bytes, one stream per
 matrix, no choosing, no gather). No width method can read fewer bytes at

@@ -1,5 +1,7 @@
 """FFN time of converted SmolLM2-135M modules for one decode token: all 30 layers, dense vs each budget.
 
+Question: how fast is each method's FFN alone, on the decoder's path, at each budget? About 2 minutes a model.
+
 Same process, interleaved rounds, median. Inputs are the real FFN inputs of one token (captured from the dense
 model on calibration text), so active sets are realistic; weights are the real ones, caches cold per layer.
 Each module runs the way the lean decoder runs it: through its bound one-token path (`token_forward`) where it

@@ -1,11 +1,14 @@
 """Cross-check the lm-eval model type `ponder` on a real model: lm-eval's PIQA scores against `ponder eval`'s.
 
+Question: does lm-evaluation-harness score ponder models exactly as `ponder eval --task` does? About 5
+minutes at --limit 200.
+
 Runs lm-evaluation-harness (`simple_evaluate`, model type `ponder`) on the first N bundled PIQA items through
 `ponder.harness.write_piqa_task`, then ponder's own scorer on the same items, and prints both accuracies and the
 largest difference of any choice's log-likelihood.
 
     python benchmarks/harness_check.py smollm2-135m --limit 200
-    python benchmarks/harness_check.py runs/sweep-s4/models/teal --budget 0.5 --limit 200
+    python benchmarks/harness_check.py runs/teal --budget 0.5 --limit 200
 """
 
 from __future__ import annotations

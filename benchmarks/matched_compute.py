@@ -1,4 +1,6 @@
 """Perplexity of each model at the same FFN compute: linear interpolation between the two `ponder eval` results
+
+Question: which model is better at the same FFN compute? Seconds (reads JSON only).
 (JSON) of a model whose achieved compute brackets the target. Budgets hit compute only within ±0.02 on new text, so
 two models evaluated at one budget differ in compute; this compares them at equal compute instead.
 
