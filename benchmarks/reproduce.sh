@@ -27,9 +27,13 @@ if [[ $part == quality || $part == all ]]; then
     ponder eval runs/moe-e32-recipe --budget $b --windows 20 --json $out/eval-moe-e32-recipe-$b.json
   done
   ponder convert smollm2-135m --method teal -o runs/teal --overwrite
-  ponder eval runs/teal --budget 0.5 --windows 20 --json $out/eval-teal-0.5.json
+  for b in 0.5 0.49; do
+    ponder eval runs/teal --budget $b --windows 20 --json $out/eval-teal-$b.json
+  done
   python benchmarks/matched_compute.py --at 0.502,0.503,0.505 \
-    teal=runs/sweep-teal/results.jsonl#teal moe=$out/eval-moe-recipe-0.47.json,$out/eval-moe-recipe-0.5.json
+    teal=$out/eval-teal-0.49.json,$out/eval-teal-0.5.json \
+    moe=$out/eval-moe-recipe-0.47.json,$out/eval-moe-recipe-0.5.json \
+    moe-e32=$out/eval-moe-e32-recipe-0.47.json,$out/eval-moe-e32-recipe-0.5.json
 fi
 if [[ $part == speed || $part == all ]]; then
   python benchmarks/decode_breakdown.py --repeats 7
