@@ -120,8 +120,12 @@ def test_truncated_gguf_gives_one_line_error(tmp_path):
     _, path = resolve(DEFAULT_MODEL)
     with open(path, "rb") as f:
         head = f.read(2_000_000)
-    (tmp_path / "short.gguf").write_bytes(head)
-    with pytest.raises(PonderError, match="cannot read"):
+    for size, message in [(2_000_000, r"truncated \(token_embd.weight ends past"), (5_000, "truncated in its header")]:
+        (tmp_path / "short.gguf").write_bytes(head[:size])
+        with pytest.raises(PonderError, match=message):
+            read_gguf(tmp_path / "short.gguf")
+    (tmp_path / "short.gguf").write_bytes(b"GGML" + head[4:5_000])
+    with pytest.raises(PonderError, match="not a GGUF file"):
         read_gguf(tmp_path / "short.gguf")
 
 

@@ -273,7 +273,8 @@ class QuantDecoder:
         t = model.tensors
         self.cos, self.sin = _rope_tables(config, max_len)
         cache_shape = (config.num_hidden_layers, kv_heads, max_len, head_dim)  # [L, K, max_len, E]
-        self.keys, self.values = torch.zeros(cache_shape), torch.zeros(cache_shape)
+        # Uninitialised: a position is written before it is read, and pages of positions never reached stay unmapped.
+        self.keys, self.values = torch.empty(cache_shape), torch.empty(cache_shape)
         layers = (Layer * config.num_hidden_layers)()
         for i, layer in enumerate(layers):
             p = f"model.layers.{i}."

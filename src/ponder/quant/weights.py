@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -162,21 +163,144 @@ def _unpermute(rows: torch.Tensor, heads: int) -> torch.Tensor:
     return rows.reshape(heads, n // heads // 2, 2, -1).transpose(1, 2).reshape(rows.shape).contiguous()
 
 
-def _gguf_tensor(reader_tensor, name: str, fmt: Format | None) -> QuantTensor:
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class GGUFTensorInfo:
+    name: str
+    ggml: GGMLQuantizationType
+    shape: tuple[int, ...]
+    """HF order (outermost first): [N, K] for a weight GGUF lists as (K, N)."""
+    offset: int
+    """Byte offset of the tensor's data in the file."""
+    nbytes: int
+
+
+class GGUFHeader:
+    """A GGUF file's key-value fields and tensor table, read without touching the tensor data.
+
+    gguf.GGUFReader materialises every field (the 49k-token vocabulary as numpy arrays: about 160 MB of memory
+    for SmolLM2) and maps the whole file; the runtime needs the scalar fields and where each tensor lies, then
+    reads each tensor's bytes once into its own buffer. Arrays of strings are skipped, others kept as lists.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as f:
+            self._f = f
+            if f.read(4) != b"GGUF":
+                raise PonderError(f"{path} is not a GGUF file (bad magic): give a .gguf model file")
+            version, tensors, fields = self._read("<IQQ")
+            if version not in (2, 3):
+                raise PonderError(f"{path} is GGUF version {version}: ponder reads versions 2 and 3")
+            self.fields = {}
+            for _ in range(fields):
+                key = self._string()
+                (kind,) = self._read("<I")
+                self.fields[key] = self._value(kind)
+            table = []
+            for _ in range(tensors):
+                name = self._string()
+                (dims,) = self._read("<I")
+                shape = self._read(f"<{dims}Q")
+                kind, offset = self._read("<IQ")
+                table.append((name, GGMLQuantizationType(kind), tuple(reversed(shape)), offset))
+            alignment = int(self.fields.get("general.alignment", 32))
+            start = -(-f.tell() // alignment) * alignment
+        size = path.stat().st_size
+        self.tensors = {}
+        for name, ggml, shape, offset in table:
+            block, block_bytes = GGML_QUANT_SIZES[ggml]
+            info = GGUFTensorInfo(name, ggml, shape, start + offset, int(np.prod(shape)) // block * block_bytes)
+            if info.offset + info.nbytes > size:
+                raise PonderError(f"{path} is truncated ({name} ends past its {size} bytes): download it again")
+            self.tensors[name] = info
+
+    def _read(self, fmt: str) -> tuple:
+        size = struct.calcsize(fmt)
+        data = self._f.read(size)
+        if len(data) != size:
+            raise PonderError(f"{self.path} is truncated in its header: download it again")
+        return struct.unpack(fmt, data)
+
+    def _string(self) -> str:
+        (length,) = self._read("<Q")
+        return self._f.read(length).decode("utf-8", errors="replace")
+
+    def _value(self, kind: int):
+        if kind in _SCALARS:
+            return self._read("<" + _SCALARS[kind])[0]
+        if kind == _STRING:
+            return self._string()
+        if kind == _ARRAY:
+            item, count = self._read("<IQ")
+            if item == _STRING:
+                for _ in range(count):
+                    (length,) = self._read("<Q")
+                    self._f.seek(length, 1)
+                return count
+            if item in _SCALARS:
+                return list(self._read(f"<{count}{_SCALARS[item]}"))
+            return [self._value(item) for _ in range(count)]
+        raise PonderError(f"{self.path} has a field of unknown type {kind}: the file is corrupt")
+
+    def read(self, info: GGUFTensorInfo) -> np.ndarray:
+        """The tensor's bytes as they are in the file (uint8 [nbytes]), read into a fresh buffer."""
+        data = np.empty(info.nbytes, dtype=np.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(info.offset)
+            if f.readinto(memoryview(data)) != info.nbytes:
+                raise PonderError(f"{self.path} is truncated ({info.name}): download it again")
+        return data
+
+    def config(self) -> PretrainedConfig:
+        """The HF config of a llama-architecture file, mapped by transformers' own GGUF field table."""
+        from transformers import LlamaConfig
+        from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+        architecture = self.fields.get("general.architecture")
+        if architecture != "llama":
+            raise PonderError(f"{self.path} is a '{architecture}' GGUF: the quantized runtime reads llama GGUFs")
+        scaling = self.fields.get("llama.rope.scaling.type", "none")
+        if scaling not in ("none", None):
+            raise PonderError(f"{self.path} uses RoPE scaling '{scaling}': the quantized runtime has static RoPE")
+        kwargs = {
+            hf: self.fields[f"llama.{key}"]
+            for key, hf in GGUF_CONFIG_MAPPING["llama"].items()
+            if hf is not None and f"llama.{key}" in self.fields
+        }
+        kwargs.setdefault("vocab_size", self.tensors["token_embd.weight"].shape[0])
+        for key in ("bos", "eos", "padding"):
+            if f"tokenizer.ggml.{key}_token_id" in self.fields:
+                kwargs[f"{'pad' if key == 'padding' else key}_token_id"] = self.fields[
+                    f"tokenizer.ggml.{key}_token_id"
+                ]
+        theta = kwargs.pop("rope_theta", 10000.0)
+        return LlamaConfig(
+            **kwargs,
+            rope_parameters={"rope_type": "default", "rope_theta": float(theta)},
+            tie_word_embeddings="output.weight" not in self.tensors,
+        )
+
+
+def _gguf_tensor(header: GGUFHeader, info: GGUFTensorInfo, fmt: Format | None) -> QuantTensor:
     """One GGUF tensor in a runtime format: its bytes as they are where the runtime reads its type and no other
     format is asked for, else dequantized (to fp32) and, where `fmt` is a block format, quantized to it."""
-    ggml = GGMLQuantizationType(reader_tensor.tensor_type)
-    shape = tuple(int(d) for d in reversed(reader_tensor.shape.tolist()))  # GGUF lists dims innermost first
-    native = format_of_ggml(ggml)
+    shape, native = info.shape, format_of_ggml(info.ggml)
+    raw = header.read(info)
     if native is not None and (fmt is None or fmt == native):
-        data = torch.from_numpy(np.array(reader_tensor.data))  # a copy: the reader's memmap closes with it
-        data = data.reshape(shape[0], native.row_bytes(shape[1])) if native.blocked else data.reshape(shape)
+        data = torch.from_numpy(raw)
+        if native.blocked:
+            data = data.reshape(shape[0], native.row_bytes(shape[1]))
+        else:
+            data = data.view(torch.float32).reshape(shape)
         return QuantTensor(native, shape, data)
-    values = torch.from_numpy(np.ascontiguousarray(gguf_dequantize(np.array(reader_tensor.data), ggml), np.float32))
-    values = values.reshape(shape)
+    values = torch.from_numpy(np.ascontiguousarray(gguf_dequantize(raw, info.ggml), np.float32)).reshape(shape)
     if fmt is None or not fmt.blocked:
         return QuantTensor(FORMATS["f32"], shape, values.contiguous())
-    return QuantTensor(fmt, shape, quantize(values, fmt, name))
+    return QuantTensor(fmt, shape, quantize(values, fmt, info.name))
 
 
 def read_gguf(path: str | Path, weights: str | None = None) -> QuantModel:
@@ -186,29 +310,27 @@ def read_gguf(path: str | Path, weights: str | None = None) -> QuantModel:
     path = Path(path)
     fmt = None if weights is None else get_format(weights)
     try:
-        reader = GGUFReader(str(path))
-        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    except (OSError, ValueError, KeyError, IndexError) as e:
+        header = GGUFHeader(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         raise PonderError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if config.model_type != "llama":
-        raise PonderError(f"{path} is a '{config.model_type}' GGUF: the quantized runtime reads llama GGUFs")
+    config = header.config()
     _check_config(config)
     heads = {
         "self_attn.q_proj.weight": config.num_attention_heads,
         "self_attn.k_proj.weight": config.num_key_value_heads,
     }
     tensors = {}
-    for t in reader.tensors:
-        block, _, rest = t.name.partition(".")
-        if t.name in _GGUF_TOP:
-            name = _GGUF_TOP[t.name]
+    for info in header.tensors.values():
+        block, _, rest = info.name.partition(".")
+        if info.name in _GGUF_TOP:
+            name = _GGUF_TOP[info.name]
         elif block == "blk" and rest.partition(".")[2] in _GGUF_BLOCK:
             index, _, local = rest.partition(".")
             name = f"model.layers.{index}.{_GGUF_BLOCK[local]}"
         else:
             continue  # e.g. rope_freqs: the config's RoPE parameters stand for it
         keep = fmt if _is_projection(name) else None  # embedding, tied head and norms as they are
-        tensor = _gguf_tensor(t, name, keep)
+        tensor = _gguf_tensor(header, info, keep)
         local = name.partition(".layers.")[2].partition(".")[2]
         if local in heads:
             tensor = QuantTensor(tensor.format, tensor.shape, _unpermute(tensor.data, heads[local]))
