@@ -154,7 +154,7 @@ static float dot_q4_1(const block_q4_1 *w, const block_act *x, int64_t nb) {
     for (int64_t b = 0; b < nb; b++) {
         const __m256i p = udot(nibbles(w[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(fp16(w[b].d) * x[b].d), acc);
-        offsets += fp16(w[b].m) * x[b].s;
+        offsets = fmaf(fp16(w[b].m), x[b].s, offsets); /* as group_dot does, so that T = 1 and T > 1 agree */
     }
     return hsum8(acc) + offsets;
 #else
@@ -178,9 +178,9 @@ static float dot_q4_0(const block_q4_0 *w, const block_act *x, int64_t nb) {
         const float d = fp16(w[b].d);
         const __m256i p = udot(nibbles(w[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x[b].d), acc);
-        offsets += d * x[b].s;
+        offsets = fmaf(-8.0f * d, x[b].s, offsets);
     }
-    return hsum8(acc) - 8.0f * offsets;
+    return hsum8(acc) + offsets;
 #else
     float total = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
@@ -376,22 +376,72 @@ static void dequantize_row(const pq_mat *w, int64_t r, float *out) {
     }
 }
 
-/* ---- standalone entry points (tests and Python-side use) ---- */
 
-int32_t pq_matmul(const pq_mat *w, const float *x, int64_t T, float *y, int32_t threads, int32_t fp32_act) {
-    /* y [T, rows] = x [T, cols] · w^T, the input quantized per row of x as the forward does (unless fp32_act);
-       `threads` OpenMP threads split the rows. Returns -1 when the scratch for x's blocks cannot be allocated. */
-    const int64_t nb = w->cols / QK;
-    block_act *xq = malloc((size_t)(T * nb > 0 ? T * nb : 1) * sizeof(block_act));
-    if (!xq) return -1;
-    for (int64_t t = 0; t < T; t++) quantize_act(x + t * w->cols, w->cols, xq + t * nb);
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t r = 0; r < w->rows; r++)
-        for (int64_t t = 0; t < T; t++)
-            y[t * w->rows + r] = row_dot(w, r, fp32_act ? NULL : xq + t * nb, x + t * w->cols);
-    free(xq);
-    return 0;
+/* ---- T > 1 tokens: one weight block decoded once for a group of G tokens (AVX-512 VNNI builds) ---- */
+
+#define G 8
+typedef struct { int8_t qs[G][QK]; float d[G], s[G]; } block_grp; /* block b of G tokens' inputs */
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define PQ_GROUPS 1
+/* out[t] = row · input t for the G tokens of one group, each token's sums in the order of the T = 1 dots: the
+   512-bit lanes hold two tokens' 8-lane accumulators, the weight block broadcast to both halves. */
+static inline __attribute__((always_inline)) void group_dot(const int format, const uint8_t *row,
+                                                            const block_grp *x, int64_t nb, float *out) {
+    __m512 acc[G / 2];
+    for (int p = 0; p < G / 2; p++) acc[p] = _mm512_setzero_ps();
+    __m256 offsets = _mm256_setzero_ps();
+    __m512i pick[G / 2];
+    for (int p = 0; p < G / 2; p++)
+        pick[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * p)), _mm256_set1_epi32(2 * p + 1), 1);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i wq;
+        float d, coef = 0.0f;
+        if (format == PQ_Q4_1) {
+            const block_q4_1 *k = (const block_q4_1 *)row + b;
+            wq = nibbles(k->qs), d = fp16(k->d), coef = fp16(k->m);
+        } else if (format == PQ_Q4_0) {
+            const block_q4_0 *k = (const block_q4_0 *)row + b;
+            wq = nibbles(k->qs), d = fp16(k->d), coef = -8.0f * d;
+        } else {
+            const block_q8_0 *k = (const block_q8_0 *)row + b;
+            wq = _mm256_loadu_si256((const __m256i *)k->qs), d = fp16(k->d);
+        }
+        const __m512i w2 = _mm512_broadcast_i64x4(format == PQ_Q8_0 ? _mm256_abs_epi8(wq) : wq);
+        const __mmask64 negative = format == PQ_Q8_0 ? _mm512_movepi8_mask(_mm512_broadcast_i64x4(wq)) : 0;
+        const __m512 scales = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(x[b].d)));
+        if (format != PQ_Q8_0) offsets = _mm256_fmadd_ps(_mm256_set1_ps(coef), _mm256_loadu_ps(x[b].s), offsets);
+        for (int p = 0; p < G / 2; p++) {
+            __m512i xv = _mm512_loadu_si512((const void *)x[b].qs[2 * p]);
+            if (format == PQ_Q8_0) xv = _mm512_mask_sub_epi8(xv, negative, _mm512_setzero_si512(), xv);
+            const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w2, xv);
+            acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pick[p], scales), acc[p]);
+        }
+    }
+    float off[G];
+    _mm256_storeu_ps(off, offsets);
+    for (int p = 0; p < G / 2; p++) {
+        out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p])) + off[2 * p];
+        out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1)) + off[2 * p + 1];
+    }
 }
+
+static void group_row(const pq_mat *w, int64_t r, const block_grp *x, float *out) {
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * row_bytes(w->format, w->cols);
+    const int64_t nb = w->cols / QK;
+    switch (w->format) {
+    case PQ_Q8_0: group_dot(PQ_Q8_0, row, x, nb, out); break;
+    case PQ_Q4_0: group_dot(PQ_Q4_0, row, x, nb, out); break;
+    default: group_dot(PQ_Q4_1, row, x, nb, out);
+    }
+    if (w->bias)
+        for (int t = 0; t < G; t++) out[t] += w->bias[r];
+}
+#else
+#define PQ_GROUPS 0
+#endif
+
+/* ---- standalone entry points (tests and Python-side use) ---- */
 
 void pq_dequantize(const pq_mat *w, float *out) {
     for (int64_t r = 0; r < w->rows; r++) dequantize_row(w, r, out + r * w->cols);
@@ -400,9 +450,11 @@ void pq_dequantize(const pq_mat *w, float *out) {
 /* ---- the model forward ---- */
 
 typedef struct {
-    float *x, *xn, *qkv, *att, *ffn, *scores, *tmp;
+    float *x, *xn, *qkv, *ffn, *scores, *rows;
     block_act *xq;
+    block_grp *xg;
     int quantized; /* whether matvecs read xq (else xn only) */
+    int grouped;   /* whether block rows read xg: int8 inputs, T > 1, a build with group_dot */
 } pq_work;
 
 /* The int8 blocks of input row t (rows of `nb` blocks), NULL in the fp32-activation mode. */
@@ -435,11 +487,11 @@ static size_t carve(const pq_model *m, pq_work *w, uint8_t *base) {
     TAKE(x, float, T * D);
     TAKE(xn, float, T * widest);
     TAKE(qkv, float, T * qkv);
-    TAKE(att, float, T * m->heads * E);
     TAKE(ffn, float, T * m->ffn);
     TAKE(scores, float, (int64_t)max_threads(m) * m->max_len);
-    TAKE(tmp, float, (int64_t)max_threads(m) * E);
     TAKE(xq, block_act, T * (widest / QK));
+    TAKE(xg, block_grp, (T + G - 1) / G * (widest / QK));
+    TAKE(rows, float, (int64_t)max_threads(m) * 2 * ((T + G - 1) / G * G));
 #undef TAKE
     return at;
 }
@@ -463,40 +515,85 @@ static void rope(float *x, const float *cos, const float *sin, int64_t E) {
     }
 }
 
-/* Norm rows of x [T, D] into xn and quantize them into xq (rows of D/32 blocks). Call inside the region. */
-static void norm_quantize(const pq_model *m, const pq_work *w, const float *x, const float *weight, int64_t T) {
-    const int64_t D = m->hidden;
+/* Regroup the int8 input rows xq (T rows of nb blocks) into xg's groups of G tokens, padding with zeros. */
+static void regroup(const pq_work *w, int64_t T, int64_t nb) {
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        rms_norm(x + t * D, weight, D, m->eps, w->xn + t * D);
-        if (w->quantized) quantize_act(w->xn + t * D, D, w->xq + t * (D / QK));
-    }
+    for (int64_t g = 0; g < (T + G - 1) / G; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            block_grp *out = w->xg + g * nb + b;
+            for (int64_t lane = 0; lane < G; lane++) {
+                const int64_t t = g * G + lane;
+                if (t < T) {
+                    const block_act *in = w->xq + t * nb + b;
+                    memcpy(out->qs[lane], in->qs, QK);
+                    out->d[lane] = in->d, out->s[lane] = in->s;
+                } else {
+                    memset(out->qs[lane], 0, QK);
+                    out->d[lane] = out->s[lane] = 0.0f;
+                }
+            }
+        }
 }
 
-/* y [T, ldy] (+)= rows of w times each input row: xq rows of cols/32 blocks, xf rows of cols floats. */
-static void matmul_rows(const pq_mat *w, const pq_work *k, int64_t T, float *y, int64_t ldy, int accumulate) {
-    const int64_t nb = w->cols / QK;
+/* Quantize the fp32 input rows xn (T rows of n) for the next matvecs, as the mode asks. Call inside the region. */
+static void prepare_inputs(const pq_work *w, const float *rows, int64_t T, int64_t n) {
+    if (!w->quantized) return;
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < w->rows; r++)
-        for (int64_t t = 0; t < T; t++) {
-            const float v = row_dot(w, r, xq_row(k, t, nb), k->xn + t * w->cols);
-            if (accumulate)
-                y[t * ldy + r] += v;
-            else
-                y[t * ldy + r] = v;
-        }
+    for (int64_t t = 0; t < T; t++) quantize_act(rows + t * n, n, w->xq + t * (n / QK));
+    if (w->grouped) regroup(w, T, n / QK);
+}
+
+/* Norm rows of x [T, D] into xn and prepare them as inputs. Call inside the region. */
+static void norm_inputs(const pq_model *m, const pq_work *w, const float *x, const float *weight, int64_t T) {
+    const int64_t D = m->hidden;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; t++) rms_norm(x + t * D, weight, D, m->eps, w->xn + t * D);
+    prepare_inputs(w, w->xn, T, D);
+}
+
+/* out[t] = row r of mat times input t, for every t < T (out holds T rounded up to G floats). */
+static inline void row_all(const pq_mat *mat, int64_t r, const pq_work *w, int64_t T, float *out) {
+    const int64_t nb = mat->cols / QK;
+#if PQ_GROUPS
+    if (w->grouped && mat->format != PQ_F32) {
+        for (int64_t g = 0; g < (T + G - 1) / G; g++) group_row(mat, r, w->xg + g * nb, out + g * G);
+        return;
+    }
+#endif
+    for (int64_t t = 0; t < T; t++) out[t] = row_dot(mat, r, xq_row(w, t, nb), w->xn + t * mat->cols);
+}
+
+static inline float *row_scratch(const pq_work *w, const pq_model *m) {
+#ifdef _OPENMP
+    const int me = omp_get_thread_num();
+#else
+    const int me = 0;
+#endif
+    return w->rows + (int64_t)me * 2 * ((m->max_tokens + G - 1) / G * G);
+}
+
+/* y [T, ldy] (+)= x · w^T over the prepared inputs. Call inside the region. */
+static void matmul_rows(const pq_model *m, const pq_mat *w, const pq_work *k, int64_t T, float *y, int64_t ldy,
+                        int accumulate) {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < w->rows; r++) {
+        float *v = row_scratch(k, m);
+        row_all(w, r, k, T, v);
+        for (int64_t t = 0; t < T; t++) y[t * ldy + r] = accumulate ? y[t * ldy + r] + v[t] : v[t];
+    }
 }
 
 static void attention_layer(const pq_model *m, const pq_layer *L, const pq_work *w, int64_t T, int64_t pos) {
     const int64_t D = m->hidden, H = m->heads, K = m->kv_heads, E = m->head_dim, S = m->max_len;
     const int64_t QKV = (H + 2 * K) * E, nq = L->q.rows, nk = L->k.rows;
-    norm_quantize(m, w, w->x, L->attn_norm, T);
-    const int64_t nb = D / QK;
+    norm_inputs(m, w, w->x, L->attn_norm, T);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < nq + 2 * nk; r++) { /* Q, K and V share their input: one pass over all rows */
         const pq_mat *mat = r < nq ? &L->q : (r < nq + nk ? &L->k : &L->v);
         const int64_t row = r < nq ? r : (r < nq + nk ? r - nq : r - nq - nk);
-        for (int64_t t = 0; t < T; t++) w->qkv[t * QKV + r] = row_dot(mat, row, xq_row(w, t, nb), w->xn + t * D);
+        float *v = row_scratch(w, m);
+        row_all(mat, row, w, T, v);
+        for (int64_t t = 0; t < T; t++) w->qkv[t * QKV + r] = v[t];
     }
 #pragma omp for schedule(static) collapse(2)
     for (int64_t t = 0; t < T; t++)
@@ -523,7 +620,7 @@ static void attention_layer(const pq_model *m, const pq_layer *L, const pq_work 
 #endif
             const float *q = w->qkv + t * QKV + h * E;
             const float *keys = L->k_cache + (h / (H / K)) * S * E, *values = L->v_cache + (h / (H / K)) * S * E;
-            float *scores = w->scores + me * S, *out = w->att + t * H * E + h * E;
+            float *scores = w->scores + me * S, *out = w->xn + t * H * E + h * E; /* o_proj's input */
             const int64_t n = pos + t + 1; /* causal: positions 0..pos+t */
             float top = -INFINITY;
             for (int64_t p = 0; p < n; p++) {
@@ -539,31 +636,24 @@ static void attention_layer(const pq_model *m, const pq_layer *L, const pq_work 
                 for (int64_t e = 0; e < E; e++) out[e] += a * v[e];
             }
         }
-    const int64_t HE = H * E;
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        memcpy(w->xn + t * HE, w->att + t * HE, (size_t)HE * sizeof(float)); /* o_proj reads xn as F32 input */
-        if (w->quantized) quantize_act(w->att + t * HE, HE, w->xq + t * (HE / QK));
-    }
-    matmul_rows(&L->o, w, T, w->x, D, 1);
+    prepare_inputs(w, w->xn, T, H * E);
+    matmul_rows(m, &L->o, w, T, w->x, D, 1);
 }
 
 static void ffn_layer(const pq_model *m, const pq_layer *L, const pq_work *w, int64_t T) {
-    const int64_t D = m->hidden, F = m->ffn, nb = D / QK;
-    norm_quantize(m, w, w->x, L->ffn_norm, T);
+    const int64_t F = m->ffn, groups = (T + G - 1) / G * G;
+    norm_inputs(m, w, w->x, L->ffn_norm, T);
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < F; r++) /* gate and up of neuron r together, SwiGLU in place */
-        for (int64_t t = 0; t < T; t++) {
-            const float g = row_dot(&L->gate, r, xq_row(w, t, nb), w->xn + t * D);
-            const float u = row_dot(&L->up, r, xq_row(w, t, nb), w->xn + t * D);
-            w->ffn[t * F + r] = g / (1.0f + expf(-g)) * u;
-        }
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        memcpy(w->xn + t * F, w->ffn + t * F, (size_t)F * sizeof(float));
-        if (w->quantized) quantize_act(w->ffn + t * F, F, w->xq + t * (F / QK));
+    for (int64_t r = 0; r < F; r++) { /* gate and up of neuron r together, SwiGLU into the down input */
+        float *g = row_scratch(w, m), *u = g + groups;
+        row_all(&L->gate, r, w, T, g);
+        row_all(&L->up, r, w, T, u);
+        for (int64_t t = 0; t < T; t++) w->ffn[t * F + r] = g[t] / (1.0f + expf(-g[t])) * u[t];
     }
-    matmul_rows(&L->down, w, T, w->x, D, 1);
+    prepare_inputs(w, w->ffn, T, F);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; t++) memcpy(w->xn + t * F, w->ffn + t * F, (size_t)F * sizeof(float));
+    matmul_rows(m, &L->down, w, T, w->x, m->hidden, 1);
 }
 
 int32_t pq_forward(const pq_model *m, const int32_t *ids, int64_t T, int64_t pos, float *logits, int32_t all) {
@@ -572,18 +662,21 @@ int32_t pq_forward(const pq_model *m, const int32_t *ids, int64_t T, int64_t pos
     if (T < 1 || T > m->max_tokens || pos < 0 || pos + T > m->max_len) return -1;
     pq_work w;
     carve(m, &w, (uint8_t *)m->work);
-    w.quantized = !m->fp32_act;
     const int64_t D = m->hidden, first = all ? 0 : T - 1, rows = T - first;
+    w.quantized = !m->fp32_act;
 #pragma omp parallel num_threads(max_threads(m))
     {
+        pq_work k = w; /* per thread: the head's row count differs from the layers' */
+        k.grouped = PQ_GROUPS && k.quantized && T > 1;
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < T; t++) dequantize_row(&m->embed, ids[t], w.x + t * D);
+        for (int64_t t = 0; t < T; t++) dequantize_row(&m->embed, ids[t], k.x + t * D);
         for (int64_t l = 0; l < m->layers; l++) {
-            attention_layer(m, &m->layer[l], &w, T, pos);
-            ffn_layer(m, &m->layer[l], &w, T);
+            attention_layer(m, &m->layer[l], &k, T, pos);
+            ffn_layer(m, &m->layer[l], &k, T);
         }
-        norm_quantize(m, &w, w.x + first * D, m->final_norm, rows);
-        matmul_rows(&m->head, &w, rows, logits, m->vocab, 0);
+        k.grouped = PQ_GROUPS && k.quantized && rows > 1;
+        norm_inputs(m, &k, k.x + first * D, m->final_norm, rows);
+        matmul_rows(m, &m->head, &k, rows, logits, m->vocab, 0);
     }
     return 0;
 }
@@ -593,4 +686,33 @@ int64_t pq_argmax(const float *x, int64_t n) {
     for (int64_t j = 1; j < n; j++)
         if (x[j] > x[best]) best = j;
     return best;
+}
+
+int32_t pq_matmul(const pq_mat *w, const float *x, int64_t T, float *y, int32_t threads, int32_t fp32_act) {
+    /* y [T, rows] = x [T, cols] · w^T through the forward's own kernels (int8 inputs unless fp32_act; groups of
+       tokens where T > 1); `threads` OpenMP threads split the rows. Returns -1 when scratch cannot be had. */
+    const int64_t nb = w->cols / QK, padded = (T + G - 1) / G * G;
+    pq_work k = {0};
+    k.quantized = !fp32_act;
+    k.grouped = PQ_GROUPS && k.quantized && T > 1;
+    k.xn = (float *)x;
+    k.xq = malloc((size_t)(T * nb) * sizeof(block_act));
+    k.xg = malloc((size_t)(padded / G * nb) * sizeof(block_grp));
+    float *scratch = malloc((size_t)(threads * padded) * sizeof(float));
+    const int32_t ok = k.xq && k.xg && scratch;
+    if (ok) {
+        prepare_inputs(&k, x, T, w->cols);
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t r = 0; r < w->rows; r++) {
+#ifdef _OPENMP
+            float *v = scratch + omp_get_thread_num() * padded;
+#else
+            float *v = scratch;
+#endif
+            row_all(w, r, &k, T, v);
+            for (int64_t t = 0; t < T; t++) y[t * w->rows + r] = v[t];
+        }
+    }
+    free(k.xq), free(k.xg), free(scratch);
+    return ok ? 0 : -1;
 }
