@@ -198,13 +198,15 @@ def ladder(home: Path, source: Path, hf_dir: Path, shipped: Path | None, formats
 # --- one timing of each side --------------------------------------------------------------------------------------
 
 
-def llama_bench(home: Path, model: Path, args: argparse.Namespace) -> dict[str, float]:
-    """tg and pp tokens/s of one llama-bench repetition (after its own warm-up run)."""
+def llama_bench_command(home: Path, model: Path, args: argparse.Namespace) -> list[str]:
+    """One llama-bench repetition (after its own warm-up run) of tg and pp at the given threads."""
     command = [str(home / "build" / "bin" / "llama-bench"), "-m", str(model), "-t", str(args.threads), "-r", "1"]
-    command += ["-p", str(args.prefill_tokens), "-n", str(args.new_tokens), "-o", "json"]
+    return command + ["-p", str(args.prefill_tokens), "-n", str(args.new_tokens), "-o", "json"]
+
+
+def llama_bench(command: list[str]) -> dict[str, float]:
     rows = json.loads(run_captured(command).stdout)
-    rate = {("prefill" if row["n_prompt"] else "decode"): row["samples_ts"][0] for row in rows}
-    return rate
+    return {("prefill" if row["n_prompt"] else "decode"): row["samples_ts"][0] for row in rows}
 
 
 def ponder_command(args: argparse.Namespace, verb: str, fmt: str) -> list[str]:
@@ -213,12 +215,15 @@ def ponder_command(args: argparse.Namespace, verb: str, fmt: str) -> list[str]:
     return command + ([] if fmt == "fp32" else ["--weights", fmt])
 
 
-def ponder_bench(args: argparse.Namespace, fmt: str) -> dict[str, float]:
-    """Decode and prefill tokens/s of one `ponder bench` round (after its own warm-up round): decode is
-    new-tokens greedy tokens after a 1-token prompt, the same 128 single-token steps as llama-bench's tg."""
+def ponder_bench_command(args: argparse.Namespace, fmt: str) -> list[str]:
+    """One `ponder bench` round (after its own warm-up round): decode is new-tokens greedy tokens after a 1-token
+    prompt, the same single-token steps as llama-bench's tg; prefill one forward of prefill-tokens tokens."""
+    command = ponder_command(args, "bench", fmt) + ["--repeats", "1", "--prompt-tokens", "1"]
+    return command + ["--new-tokens", str(args.new_tokens), "--prefill-tokens", str(args.prefill_tokens)]
+
+
+def ponder_bench(command: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        command = ponder_command(args, "bench", fmt) + ["--repeats", "1", "--prompt-tokens", "1"]
-        command += ["--new-tokens", str(args.new_tokens), "--prefill-tokens", str(args.prefill_tokens)]
         run_captured([*command, "--json", f"{tmp}/bench.json"])
         dense = json.loads(Path(f"{tmp}/bench.json").read_text())["dense"]
     return {"decode": dense["decode_tok_s"], "prefill": dense["prefill_tok_s"]}
@@ -238,21 +243,24 @@ def ponder_knows(fmt: str) -> str | None:
 # --- paired rounds ------------------------------------------------------------------------------------------------
 
 
-def timed_cases(home: Path, files: dict[str, dict], ponder_formats: list[str], args: argparse.Namespace) -> dict:
-    """One callable per runtime:format, each returning {'decode': tok/s, 'prefill': tok/s} of one run."""
-    cases = {f"llama.cpp:{fmt}": (lambda m=Path(e["path"]): llama_bench(home, m, args)) for fmt, e in files.items()}
-    return cases | {f"ponder:{fmt}": (lambda f=fmt: ponder_bench(args, f)) for fmt in ponder_formats}
+def bench_commands(
+    home: Path, files: dict[str, dict], ponder_formats: list[str], args: argparse.Namespace
+) -> dict[str, list[str]]:
+    """The timing command of every runtime:format."""
+    commands = {f"llama.cpp:{fmt}": llama_bench_command(home, Path(e["path"]), args) for fmt, e in files.items()}
+    return commands | {f"ponder:{fmt}": ponder_bench_command(args, fmt) for fmt in ponder_formats}
 
 
-def paired_rounds(cases: dict, rounds: int) -> dict[str, dict[str, list[float]]]:
-    """tokens/s per case and round; every round runs each case once, the order reversed every other round so that
-    neither side always runs first."""
-    samples = {name: {"decode": [], "prefill": []} for name in cases}
+def paired_rounds(commands: dict[str, list[str]], rounds: int) -> dict:
+    """tokens/s per runtime:format and round; every round runs each command once, the order reversed every other
+    round so that neither side always runs first; the load average after each round."""
+    samples = {name: {"decode": [], "prefill": []} for name in commands}
     loads = []
     for index in range(rounds):
-        order = list(cases) if index % 2 == 0 else list(reversed(cases))
+        order = list(commands) if index % 2 == 0 else list(reversed(commands))
         for name in order:
-            for kind, value in cases[name]().items():
+            run = llama_bench if name.startswith("llama.cpp:") else ponder_bench
+            for kind, value in run(commands[name]).items():
                 samples[name][kind].append(value)
         loads.append(os.getloadavg()[0])
         print(f"round {index + 1}/{rounds} done (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
@@ -442,7 +450,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     text = args.out / "eval-text.txt"
     write_text_atomic(text, load_text(args.data))  # as ponder reads it: text mode, CRLF -> LF
-    speed = paired_rounds(timed_cases(home, files, ponder_formats, args), args.rounds)
+    commands = bench_commands(home, files, ponder_formats, args)
+    speed = paired_rounds(commands, args.rounds) | {"commands": {n: shlex.join(c) for n, c in commands.items()}}
     ppl = perplexities(home, files, ponder_formats, text, args) if args.windows else {}
     if ppl:
         ppl["hf_text_tokens"] = hf_token_count(hf_dir, text)
