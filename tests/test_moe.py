@@ -472,7 +472,7 @@ def test_routers_train_with_the_experts_and_keep_the_budget(router_tuned, tuned_
 @pytest.mark.parametrize("routers", [False, True], ids=["experts tuned", "routers too"])
 def test_tuned_models_meet_their_budgets_on_the_calibration_text(routers, tuned_moe, router_tuned, tokenizer):
     """The knobs are calibrated again in closed loop after tuning: on the calibration text every budget, on the grid
-    or between its points, is met within the issue's ± 0.02. Before (session 19: nothing recalibrated after tuning the
+    or between its points, is met within ± 0.02. Before (nothing recalibrated after tuning the
     experts, open loop on the dense stream after tuning the routers) these models spent 0.515 and 0.435 at 0.42."""
     tuned = router_tuned if routers else tuned_moe
     ids = calibration_ids(tokenizer)

@@ -2,7 +2,7 @@
 came from, same process, interleaved lean decodes (64-token prompt, 128 new tokens; the first round dropped as
 warm-up). A second load of the dense model shows how much two copies of the same weights differ by placement alone.
 
-    python benchmarks/budget_one_ab.py DIR [DIR ...] [--repeats 7]
+    python benchmarks/experiments/budget_one_ab.py DIR [DIR ...] [--repeats 7]
 """
 
 from __future__ import annotations

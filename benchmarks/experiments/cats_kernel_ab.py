@@ -2,7 +2,7 @@
 rounds (the first dropped as warm-up), beside the dense kernel, on real SmolLM2 FFN inputs: bare kernel calls with
 each layer's calibrated threshold at each budget.
 
-    python benchmarks/cats_kernel_ab.py DIR [--rev HEAD] [--budgets 0.75,0.5] [--repeats 15] [--tokens 64]
+    python benchmarks/experiments/cats_kernel_ab.py DIR [--rev HEAD] [--budgets 0.75,0.5] [--repeats 15] [--tokens 64]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """FFN compute a converted model spends at a budget in `ponder bench`'s decode (its 64-token prompt, then 128 greedy
 tokens) and on that prompt alone, for several models: what the bench's "FFN compute" column is made of.
 
-    python benchmarks/decode_compute.py DIR [DIR ...] [--budget 0.5]
+    python benchmarks/experiments/decode_compute.py DIR [DIR ...] [--budget 0.5]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ prompt, 128 new tokens, as `ponder bench`), beside the same model at budget 1; s
 first dropped as warm-up. The kernel A/B scripts time bare kernel calls; this says what a kernel change is worth end
 to end.
 
-    python benchmarks/decode_kernel_ab.py DIR [--rev HEAD] [--budgets 0.5] [--repeats 7]
+    python benchmarks/experiments/decode_kernel_ab.py DIR [--rev HEAD] [--budgets 0.5] [--repeats 7]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """cProfile of one lean decode (64-token prompt, 128 new tokens) of a converted model at a budget, after a warm-up
 decode: the functions by own time, to find Python overhead on the decode path (e.g. the FFN counting's attribute sets).
 
-    python benchmarks/decode_profile.py DIR [--budget 0.5] [--top 15]
+    python benchmarks/experiments/decode_profile.py DIR [--budget 0.5] [--top 15]
 """
 
 from __future__ import annotations

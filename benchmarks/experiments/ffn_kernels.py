@@ -3,7 +3,7 @@
 Weights are random (speed depends on shapes, not values); each layer has its own weights, so the caches are
 cold as in real decoding. Prints median ms for the FFNs of all 30 layers for one token, and ratios to dense.
 
-    python benchmarks/ffn_kernels.py [--repeats 15]
+    python benchmarks/experiments/ffn_kernels.py [--repeats 15]
 """
 
 from __future__ import annotations

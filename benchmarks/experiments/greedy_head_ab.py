@@ -3,7 +3,7 @@ toggled on the same decoder objects, interleaved round by round (64-token prompt
 models, each also at a budget, so the adaptive/dense ratio can be read under either head. Checks that both heads
 give the same tokens, and counts how many rows the screen sent to the exact fp32 recompute.
 
-    python benchmarks/greedy_head_ab.py [DIR ...] [--budget 0.5] [--repeats 9]
+    python benchmarks/experiments/greedy_head_ab.py [DIR ...] [--budget 0.5] [--repeats 9]
 """
 
 from __future__ import annotations

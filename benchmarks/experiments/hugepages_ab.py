@@ -2,7 +2,7 @@
 (4 KB pages; this machine's THP setting is `madvise`, so nothing gets huge pages unasked) against copies in an
 anonymous private mapping advised MADV_HUGEPAGE, same process, interleaved rounds, real SmolLM2 inputs.
 
-    python benchmarks/hugepages_ab.py DIR [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
+    python benchmarks/experiments/hugepages_ab.py DIR [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 calibration text is smallest), with no stand-in and with the per-channel affine stand-in, at the FFN compute of
 the per-token gate's budgets. Answers whether per-token layer choice beats a static one on this model.
 
-Usage: python benchmarks/layer_drop.py [MODEL] [--compute 0.9,0.75,0.5] [--windows 20]
+Usage: python benchmarks/experiments/layer_drop.py [MODEL] [--compute 0.9,0.75,0.5] [--windows 20]
 """
 
 from __future__ import annotations

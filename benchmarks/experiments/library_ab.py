@@ -5,7 +5,7 @@ each library, same process, interleaved rounds, the first dropped as warm-up. A 
 reports, which the per-kernel A/Bs cannot. Caution: an A/A run (--rev HEAD with an unchanged kernel) reported this tree
 8-9 % faster on both rows (benchmarks/results/library-ab-aa-s20.txt); read a result only beside an A/A.
 
-    python benchmarks/library_ab.py DIR [--rev HEAD] [--budgets 0.5] [--repeats 7]
+    python benchmarks/experiments/library_ab.py DIR [--rev HEAD] [--budgets 0.5] [--repeats 7]
 """
 
 from __future__ import annotations

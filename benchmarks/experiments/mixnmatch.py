@@ -2,7 +2,7 @@
 widths against greedy per-layer widths with the same mean, each slice a plain dense model, timed against the dense
 base in the same process, interleaved.
 
-Usage: python benchmarks/mixnmatch.py NESTED_DIR [--widths 0.75,0.5] [--windows 20] [--repeats 5]
+Usage: python benchmarks/experiments/mixnmatch.py NESTED_DIR [--widths 0.75,0.5] [--windows 20] [--repeats 5]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 default) against the same weights read into process memory (`disable_mmap=True`), same process, interleaved
 rounds, median: the FFN kernels of all 30 layers for one token, the lm_head GEMV, and a whole lean decode step.
 
-    python benchmarks/mmap_ab.py [--repeats 10] [--steps 64]
+    python benchmarks/experiments/mmap_ab.py [--repeats 10] [--steps 64]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where one layer of moe's per-layer calibration spends its time: captures the default model's FFN inputs on the
 calibration text, calibrates one layer (default options) under torch.profiler, prints the wall time and the top ops.
 
-    python benchmarks/moe_calibration_profile.py [--layer 5]
+    python benchmarks/experiments/moe_calibration_profile.py [--layer 5]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ step existed: FFN compute spent at budgets 0.25 / 0.5 / 0.75 on the calibration 
 and after, and the time it took; the recalibrated model is saved to OUT for evaluation. Without OUT: only what DIR
 spends (for a model converted with the closed loop).
 
-    python benchmarks/moe_closed_loop.py DIR [OUT]
+    python benchmarks/experiments/moe_closed_loop.py DIR [OUT]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ neurons), each `moe_ffn` over all 30 layers on the same real FFN inputs at one b
 kernel in one process (the first round dropped as warm-up). Prints each model's share of neurons run and the
 kernel's cost per unit of it against dense (1.0 = as fast per neuron as the dense kernel).
 
-    python benchmarks/moe_granularity.py DIR [DIR ...] [--budget 0.5] [--repeats 15] [--tokens 64]
+    python benchmarks/experiments/moe_granularity.py DIR [DIR ...] [--budget 0.5] [--repeats 15] [--tokens 64]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 rounds (the first dropped as warm-up), beside the dense kernel (this tree's and the revision's), on real SmolLM2 FFN
 inputs (bare kernel calls with the same routes).
 
-    python benchmarks/moe_kernel_ab.py DIR [--rev HEAD] [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
+    python benchmarks/experiments/moe_kernel_ab.py DIR [--rev HEAD] [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ kernel:
 - `glu_rows` over the same number of neurons taken as one contiguous run from the start (no jumps between experts);
 - the dense kernel's time scaled by the neurons' share, the bandwidth-only prediction (printed, not timed).
 
-    python benchmarks/moe_kernel_parts.py DIR [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
+    python benchmarks/experiments/moe_kernel_parts.py DIR [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ norms until half of the routed experts run on average (the `threshold` policy's 
 "constant" adds each skipped expert's mean output when skipped (the `constant` pseudo expert, fitted on
 calibration text under the same oracle). Shared experts run always and count toward the half.
 
-    python benchmarks/moe_oracle.py [--windows 5] [--keep 0.5]
+    python benchmarks/experiments/moe_oracle.py [--windows 5] [--keep 0.5]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 interleaved, median; routing excluded, the same routes for all): the dense FFN, the masked math, the grouped C
 kernel (`native.moe_grouped`, what batches run) and PyTorch's expert loop (the fallback; it sets `GROUPED_BELOW`).
 
-    python benchmarks/moe_prefill.py DIR [--budgets 0.75,0.5,0.35,0.25] [--repeats 7]
+    python benchmarks/experiments/moe_prefill.py DIR [--budgets 0.75,0.5,0.35,0.25] [--repeats 7]
 """
 
 from __future__ import annotations

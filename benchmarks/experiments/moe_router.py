@@ -3,7 +3,7 @@ when half of the neurons run, chosen by: each token's best single neurons (a neu
 true expert outputs under one threshold (an expert-level oracle over the converted model's experts); the
 converted model's router; and routers retrained wider, longer or on twice the tokens.
 
-    python benchmarks/moe_router.py DIR [--layers 5,15,25]
+    python benchmarks/experiments/moe_router.py DIR [--layers 5,15,25]
 """
 
 from __future__ import annotations

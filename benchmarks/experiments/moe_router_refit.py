@@ -4,7 +4,7 @@ The end-to-end phase trains the experts under routers fitted to the *untuned* ex
 routers fitted again to the tuned experts route better. Same data (8,192 tokens of wikitext2-valid), same
 regression and knob calibration as the conversion; the router starts from its fitted weights.
 
-    python benchmarks/moe_router_refit.py SRC DST [--steps 800]
+    python benchmarks/experiments/moe_router_refit.py SRC DST [--steps 800]
     ponder eval DST --budget 0.5 --windows 20
 """
 

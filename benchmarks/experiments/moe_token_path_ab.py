@@ -2,7 +2,7 @@
 inside the whole decode (64-token prompt, 128 new tokens), beside the model at budget 1; same process, interleaved
 rounds, the first dropped as warm-up.
 
-    python benchmarks/moe_token_path_ab.py DIR [--budget 0.5] [--repeats 7]
+    python benchmarks/experiments/moe_token_path_ab.py DIR [--budget 0.5] [--repeats 7]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ For selected layers of a converted nested model, on FFN inputs captured from the
 and an oracle that picks each token's prefix from the true errors at the same mean length. Errors are
 mean over tokens of ‖y − ŷ‖ / ‖y‖.
 
-    python benchmarks/nested_diagnostics.py DIR [--layers 0,5,10,15,20,25,29] [--budgets 0.75,0.5]
+    python benchmarks/experiments/nested_diagnostics.py DIR [--layers 0,5,10,15,20,25,29] [--budgets 0.75,0.5]
 """
 
 from __future__ import annotations

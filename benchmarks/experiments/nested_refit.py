@@ -8,7 +8,7 @@ On FFN inputs captured from dense SmolLM2 (calibration: `wikitext2-valid`, held 
   the relative error), which needs one down copy per width, or
 - refit jointly for all 16 prefixes at once (one shared down matrix, what a nested executor could keep).
 
-    python benchmarks/nested_refit.py [--layers 5,15,25] [--tokens 8192]
+    python benchmarks/experiments/nested_refit.py [--layers 5,15,25] [--tokens 8192]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ layer at equal FFN compute: plain teal (a = m = b) against teal keeping fewer en
 A·B·(dropped part) on both projections' inputs (plain SVD of the weight, or activation-aware: SVD of W·C^½ with C the
 dropped part's covariance), fitted on 2,048 calibration tokens, measured on the next 2,048.
 
-    python benchmarks/teal_lowrank.py DIR [--layers 3,15,25] [--budgets 0.5,0.35]
+    python benchmarks/experiments/teal_lowrank.py DIR [--layers 3,15,25] [--budgets 0.5,0.35]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ neurons reordered by how often the timed tokens themselves keep them (most often
 two threads' halves so both keep as many; ordering on the timed tokens is the order's best case), which makes
 kept down rows more often adjacent in memory. Same process, interleaved rounds.
 
-    python benchmarks/teal_phases.py DIR [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
+    python benchmarks/experiments/teal_phases.py DIR [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ intermediate ((2a + m) / 3 = b for a GLU, a searched as teal does), on captured 
 
 Principal axes are fitted on one part of the calibration text and errors measured on another.
 
-    python benchmarks/teal_rotation.py [--layers 0,3,9,15,21,25,29] [--budgets 0.5,0.35]
+    python benchmarks/experiments/teal_rotation.py [--layers 0,3,9,15,21,25,29] [--budgets 0.5,0.35]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 keeping a fraction a of x (the gate/up inputs) and m of the intermediate (the down inputs), per token by
 magnitude, at equal FFN compute (2a + m = 3b for a GLU), on captured SmolLM2 inputs of calibration text.
 
-    python benchmarks/teal_split.py DIR [--layers 3,15,25] [--budgets 0.5,0.35]
+    python benchmarks/experiments/teal_split.py DIR [--layers 3,15,25] [--budgets 0.5,0.35]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ inputs: a union executor reads the union of the kept gate/up inputs and of the k
 batch. This prints that union's share for B consecutive tokens, on captured SmolLM2 FFN inputs of calibration text,
 at teal's split for b = 0.5 (keep 0.55 of x and 0.4 of the intermediate) and for b = 0.25.
 
-    python benchmarks/teal_union.py [--layers 3,15,25] [--batches 1,2,4,8,16,64]
+    python benchmarks/experiments/teal_union.py [--layers 3,15,25] [--batches 1,2,4,8,16,64]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ On FFN inputs captured from dense SmolLM2, for selected layers: thresholds calib
 magnitude (TEAL) or by magnitude times the column norm of the weights that read them (WINA); printed is the
 relative output error on 1,024 held-out tokens of `wikitext2` test at the same kept fractions.
 
-    python benchmarks/teal_weighting.py [--layers 3,8,15,22,27]
+    python benchmarks/experiments/teal_weighting.py [--layers 3,8,15,22,27]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (`token_forward`), and the bare ctypes call, for one converted layer and a token whose inputs all fall under the
 thresholds (so the kernel does almost nothing and what is timed is the calling).
 
-    python benchmarks/token_overhead.py DIR [--layer 5] [--calls 2000]
+    python benchmarks/experiments/token_overhead.py DIR [--layer 5] [--calls 2000]
 """
 
 from __future__ import annotations

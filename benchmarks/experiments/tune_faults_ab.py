@@ -3,7 +3,7 @@ put back once raised, so each variant runs in its own process, alternating, --ro
 (`tune_experts`, bfloat16 as `--set tune_precision=bfloat16`, budget 0.5) for --steps steps, timing each step and
 counting its minor page faults. The first two steps of a run are warm-up.
 
-    python benchmarks/tune_faults_ab.py MOE_DIR [--steps 8] [--rounds 2]
+    python benchmarks/experiments/tune_faults_ab.py MOE_DIR [--steps 8] [--rounds 2]
 """
 
 from __future__ import annotations

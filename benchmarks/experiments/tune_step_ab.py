@@ -5,7 +5,7 @@ forward at --budget, the loss and the backward, on the phase's 2 × 512 calibrat
 warm-up. Also prints how far each variant's gradient is from the whole-logits one, and how far two batches'
 gradients are from each other (the scale of the noise a step already has).
 
-    python benchmarks/tune_step_ab.py MOE_DIR [--repeats 5] [--budget 0.5]
+    python benchmarks/experiments/tune_step_ab.py MOE_DIR [--repeats 5] [--budget 0.5]
 """
 
 from __future__ import annotations

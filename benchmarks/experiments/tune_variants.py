@@ -4,7 +4,7 @@ Loads a `nested` model converted with router=budget and no tuning, evaluates it,
 (`ponder.train.tune`: KL to the dense model plus a budget loss) with budgets drawn from [--tune-min, 0.95], and
 evaluates again with the closed-loop controller shared by all layers and with one per layer.
 
-Usage: python benchmarks/tune_variants.py MODEL_DIR [--steps 100] [--tune-min 0.3] [--budgets 0.75,0.5]
+Usage: python benchmarks/experiments/tune_variants.py MODEL_DIR [--steps 100] [--tune-min 0.3] [--budgets 0.75,0.5]
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, length: int) -> torch.Tensor:
 
 def cpu_name() -> str:
     """The processor's model name where the OS tells it (Linux: /proc/cpuinfo), else its architecture: ratios from
-    different sessions are only comparable on the same kind of CPU."""
+    different runs are only comparable on the same kind of CPU."""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:

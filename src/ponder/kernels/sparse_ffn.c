@@ -91,7 +91,7 @@ static inline int64_t sum_counts(const int64_t *counts, int nt) {
 /* Whole GLU FFN over active neurons: y = sum_j act(g_j) * u_j * down_t[idx[j]], g_j/u_j from gate/up rows.
  * gate == NULL gives the plain FFN y = sum_j act(u_j) * down_t[idx[j]]. Biases may be NULL.
  * Each neuron is finished (gate, up, down rows) before the next, into per-thread accumulators: measured faster than
- * a coefficient pass followed by a column-split sum of down rows (benchmarks/ffn_kernels.py, blocks of 32 at half
+ * a coefficient pass followed by a column-split sum of down rows (benchmarks/experiments/ffn_kernels.py, blocks of 32 at half
  * the neurons: 1.61-1.76x over dense against 1.53-1.56x). One neuron a pass, one row at a time: moe's rows come in
  * runs of adjacent neurons, which the hardware prefetcher follows as one stream. Against two neurons a pass (four
  * dot products in one loop), same-process kernel A/Bs at b = 0.5 on an untuned moe conversion: +5% and +5%
@@ -257,7 +257,7 @@ void moe_ffn(const float *x, int64_t D, const float *w1, const float *b1, int64_
  * work: D + Fp + threads*(D + P*Fp) floats; index: D + Fp + threads int64. counts[0] = kept inputs, [1] = neurons. */
 #define TEAL_BLOCK 16
 /* Rows a pass in both phases: the accumulators are loaded and stored once for TEAL_ROWS rows. Measured against four
- * (benchmarks/teal_kernel_ab.py, same process): 1.78x -> 1.87x of the dense kernel at b = 0.5, 3.38x -> 3.51x at
+ * (benchmarks/experiments/teal_kernel_ab.py, same process): 1.78x -> 1.87x of the dense kernel at b = 0.5, 3.38x -> 3.51x at
  * 0.25; 12 or 16 were no better. */
 #define TEAL_ROWS 8
 void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_t D, int64_t F, int glu,
@@ -323,7 +323,7 @@ void teal_ffn(const float *x, const float *in_major, const float *down_t, int64_
         for (int64_t d = 0; d < D; d++) mine[d] = 0.f;
         /* The kept list cut into TEAL_ROWS stretches, one row of each a pass: TEAL_ROWS streams through memory at
          * once instead of one. Kept rows are sorted and often adjacent, so consecutive ones mostly share one stream.
-         * Measured against consecutive rows (benchmarks/teal_kernel_ab.py --rev d6ab932~1): 1.84x -> 1.96x of the dense
+         * Measured against consecutive rows (benchmarks/experiments/teal_kernel_ab.py): 1.84x -> 1.96x of the dense
          * kernel at b = 0.5, 3.68x -> 3.76x at 0.25 (benchmarks/results/teal-kernel-s13.txt). */
         const int64_t L = k / TEAL_ROWS;
         for (int64_t p = 0; p < L; p++) {
@@ -564,7 +564,7 @@ int64_t layer_skip_decode(float *x, int64_t D, const float *w1, const float *b1,
  * chose it, given as CSR: tokens[offsets[e] .. offsets[e+1])) runs on blocks of up to GROUP_TOKENS of its tokens:
  * the block's pre-activations against the expert's panel, its activations, then its down rows, accumulated in
  * registers and added into the thread's own output buffer. 24-neuron experts make GEMMs too narrow for BLAS here
- * (benchmarks/moe_prefill.py); this kernel keeps the FMA units busy at that width.
+ * (benchmarks/experiments/moe_prefill.py); this kernel keeps the FMA units busy at that width.
  *
  * panels: per expert [D][Wp]: column c < S holds gate neuron c's input weights (GLU; else up's), column S + c up
  * neuron c's, zero-padded to Wp, a multiple of 16, at most GROUP_WIDTH; panel_bias: [experts][Wp] (zeros for no

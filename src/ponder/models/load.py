@@ -144,7 +144,7 @@ def load(
             model = load_per_layer_widths(Path(where), config, torch_dtype)
         else:
             # Read into process memory, not memory-mapped: from the mapped file SmolLM2's FFN kernels ran up to
-            # 1.34x slower, never faster (benchmarks/mmap_ab.py, BENCHMARKS.md session 12), and the sparse executors
+            # 1.34x slower, never faster (benchmarks/experiments/mmap_ab.py), and the sparse executors
             # read copies in process memory, so mapped dense weights flattered every ratio.
             model = AutoModelForCausalLM.from_pretrained(
                 str(where), dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True,

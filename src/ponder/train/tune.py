@@ -2,7 +2,7 @@
 model's own decisions in the loop (ACM phase III).
 
 Per-layer calibration teaches each part its own layer's output error; what matters is the model's output, where
-layers' errors interact (session 4's oracle: routes priced one layer at a time were 30× worse than routes measured
+layers' errors interact (the oracle: routes priced one layer at a time were 30× worse than routes measured
 in place). Each step draws calibration windows and a budget, runs the dense teacher (the same model at full budget,
 which is the original model exactly, so no second copy is held) and the adaptive model at that budget, and
 minimises KL(dense ‖ adaptive). Two uses:

@@ -64,7 +64,7 @@ class MoEConfig(MethodConfig):
     """Arithmetic of the end-to-end phase's forward passes: 'float32', or 'bfloat16' (autocast; the trained
     tensors and Adam stay float32). On a CPU with AVX512-BF16 a SmolLM2-135M step ran 1.57× faster than float32,
     its gradient 23 % from float32's where two batches' gradients differ by 142 %, and the tuned model's
-    perplexity moved within run-to-run spread (BENCHMARKS.md, session 17). On CPUs without it, it is slower."""
+    perplexity moved within run-to-run spread (BENCHMARKS.md). On CPUs without it, it is slower."""
 
     def __post_init__(self) -> None:
         if self.experts < 2 or not 0 <= self.shared_experts < self.experts:

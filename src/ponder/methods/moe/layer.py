@@ -34,7 +34,7 @@ GROUPED_BELOW = 0.2
 """Without the C batch kernel, batches run PyTorch's expert loop when tokens choose fewer than this share of the
 routed experts on average, else the masked dense math: 24-neuron experts make GEMMs too narrow for BLAS here (over
 512 tokens of SmolLM2 the loop ran at 0.50× / 0.64× / 0.79× / 1.14× of the dense FFN with 71 / 44 / 27 / 15 % of the
-experts, benchmarks/moe_prefill.py)."""
+experts, benchmarks/experiments/moe_prefill.py)."""
 PSEUDO_KIND = {"zero": 0, "copy": 1, "constant": 2}  # the C kernel's codes
 TUNED_COPIES = ("gate_p", "up_p", "down_t")
 """The permuted expert weights budgets below 1 run; after the end-to-end phase they are saved as `tuned_<name>`."""

@@ -90,7 +90,7 @@ def selector(policy: str, scores: torch.Tensor) -> Callable[[float], torch.Tenso
     """`route(policy, scores, knob)` for many knobs over the same scores, equal to it, with the work that does not
     depend on the knob done once: top-p's sort, dynamic-k's maxima, top-k's selection once per whole k. Bisection
     asks for 40 knobs per budget; redoing that work each time was half of moe's per-layer calibration (SmolLM2-135M:
-    15.3 s a layer before, 6.7 s after; benchmarks/moe_calibration_profile.py)."""
+    15.3 s a layer before, 6.7 s after; benchmarks/experiments/moe_calibration_profile.py)."""
     if policy == "top-p":
         return _top_p_ordered(scores)
     if policy == "top-k":

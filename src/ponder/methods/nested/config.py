@@ -23,18 +23,18 @@ class NestedConfig(GateConfig):
     router: str = "budget"
     """"budget": the gate takes the budget as an input and outputs which learners a token needs at that budget
     (`methods.nested.budget_gate`); a controller calibrated in closed loop makes its mean compute meet the budget.
-    "error": the gate predicts every prefix's output error and the budget sets a threshold on it (models converted
-    before session 7; on SmolLM2 far worse below b = 0.9, BENCHMARKS.md)."""
+    "error": the gate predicts every prefix's output error and the budget sets a threshold on it (the first nested
+    models; on SmolLM2 far worse below b = 0.9, BENCHMARKS.md)."""
     budget_gate: str = "monotone"
     """The gate of router=budget. "monotone": each learner's logit rises with the budget, so no token runs fewer
     learners at a higher budget. "film": the budget scales and shifts the gate's hidden units (models converted
-    before session 22), which nothing keeps monotone."""
+    before the monotone gate), which nothing keeps monotone."""
     tune_steps: int = 0
     """Steps of the end-to-end phase after calibration (router=budget only; `ponder.train.tune`): the gates are
     trained against the dense model's output (KL) plus a budget loss, 1,024 calibration tokens a step."""
     tune_min_budget: float = 0.3
     """Lowest budget the end-to-end phase draws. Lower budgets break the model (KL of 6-12 nats a token on SmolLM2
-    at b ≤ 0.2) and their gradients then dominate a gate shared by all budgets (BENCHMARKS.md, session 7)."""
+    at b ≤ 0.2) and their gradients then dominate a gate shared by all budgets (BENCHMARKS.md)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,7 +13,7 @@ class PredictorConfig(GateConfig):
     block_size: int = 1
     """Neurons per block; the executor reads whole blocks (contiguous rows). Blocks of 32 run 1.66x faster than
     dense at half the neurons against 1.41x for single neurons, but even an oracle choosing blocks of 16 loses
-    2-4x more output accuracy than one choosing neurons (benchmarks/ffn_kernels.py; closing note of issue 3)."""
+    2-4x more output accuracy than one choosing neurons (benchmarks/experiments/ffn_kernels.py)."""
     steps: int = 400
     min_budget: float = 0.15
     """Lowest budget calibrated (must exceed the predictor's own cost, about 0.03-0.05)."""

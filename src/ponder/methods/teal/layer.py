@@ -18,7 +18,7 @@ from ponder.methods.teal.config import TealConfig
 SPLIT_OFFSETS = (0.0, -0.1, -0.05, 0.05, 0.1, 0.15)
 """Kept fraction of x minus the budget, tried per budget by `split="search"`: on SmolLM2-135M at b = 0.5 keeping
 0.55-0.6 of x and 0.3-0.4 of the intermediate cut a layer's output error 3-10 % below the uniform split
-(benchmarks/teal_split.py)."""
+(benchmarks/experiments/teal_split.py)."""
 
 
 class TealFFN(SparseFFN):
@@ -105,5 +105,5 @@ class TealFFN(SparseFFN):
             self._count(width * kept_in + hidden * kept_mid)
             return out if bias is None else out.add_(bias)
 
-        run.kernel = kernel  # benchmarks/decode_kernel_ab.py swaps its function for an older build
+        run.kernel = kernel  # benchmarks/experiments/decode_kernel_ab.py swaps its function for an older build
         return run
