@@ -69,7 +69,7 @@ def _mapped_files(tensor: torch.Tensor) -> list[str]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 def test_load_reads_weights_into_memory(saved_model):
-    """Weights memory-mapped from the file ran SmolLM2's FFN kernels up to 1.3x slower (benchmarks/experiments/mmap_ab.py)."""
+    """Weights memory-mapped from the file ran FFN kernels up to 1.3x slower (benchmarks/experiments/mmap_ab.py)."""
     model, _ = load(str(saved_model))
     assert [p for p in model.parameters() if _mapped_files(p)] == []
 

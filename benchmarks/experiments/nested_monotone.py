@@ -5,7 +5,8 @@ the higher budget of a pair, in all layers and in the first (the only one whose 
 deeper layers see what the layers before them ran, so a gate monotone in its budget input still need not give a
 model monotone in the budget).
 
-    python benchmarks/experiments/nested_monotone.py DIR [DIR ...] [--tokens 2048] [--low 0.2] [--high 1.0] [--step 0.01]
+    python benchmarks/experiments/nested_monotone.py DIR [DIR ...] [--tokens 2048] [--low 0.2] [--high 1.0]
+        [--step 0.01]
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ called through bound ctypes arguments with the same thresholds, beside the dense
 By default the revision is the first teal kernel (gate|up input-major rows, three parallel regions, no
 prefetch); any later one has today's layout (block-interleaved rows, one region, prefetch).
 
-    python benchmarks/experiments/teal_kernel_ab.py DIR [--rev 5bdd099] [--budgets 0.5,0.25] [--repeats 15] [--tokens 64]
+    python benchmarks/experiments/teal_kernel_ab.py DIR [--rev 5bdd099] [--budgets 0.5,0.25] [--repeats 15]
+        [--tokens 64]
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@ tokens at a time.
 
 Done the plain way (both models' logits, two log-softmaxes, the sum, then autograd's backward through each, over
 1,024 tokens × 49,152 logits, 200 MB a tensor) a SmolLM2-135M tuning step took 9.35 s; this way 7.94 s
-(`benchmarks/experiments/tune_step_ab.py`). Here each chunk's logits are made, used and dropped while they are still in cache,
-the gradient with respect to the student's final hidden states is formed in the same pass (softmax(student) −
-softmax(teacher), back through the head), and no logits tensor is ever held whole. Same loss and gradient, up to
-rounding.
+(`benchmarks/experiments/tune_step_ab.py`). Here each chunk's logits are made, used and dropped while they are
+still in cache, the gradient with respect to the student's final hidden states is formed in the same pass
+(softmax(student) − softmax(teacher), back through the head), and no logits tensor is ever held whole. Same loss and
+gradient, up to rounding.
 """
 
 from __future__ import annotations

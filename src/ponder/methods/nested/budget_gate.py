@@ -62,7 +62,7 @@ class MonotoneBudgetGate(BudgetGate):
 
 
 class FilmBudgetGate(BudgetGate):
-    """The gate of models converted before the monotone gate existed (`budget_gate=film`): its hidden units are scaled and
+    """The gate of models converted before the monotone gate (`budget_gate=film`): its hidden units are scaled and
     shifted by the budget (FiLM). Nothing makes it monotone in u: on a test model a lower budget counted more.
     Kept so those models load and run as they were converted."""
 
