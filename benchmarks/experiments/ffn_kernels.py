@@ -33,6 +33,7 @@ def main() -> None:
     for w in layers:
         w["down_t"] = w["down"].t().contiguous()
     x = torch.randn(D)
+    workspace = native.Workspace()
     lib = native.library()
     assert lib is not None, "kernels failed to build"
 
@@ -59,7 +60,7 @@ def main() -> None:
         def native_rows(idx):
             def run():
                 for w, i in zip(layers, idx, strict=True):
-                    native.glu_rows(x, w["gate"], w["up"], w["down_t"], i, "silu")
+                    native.glu_rows(x, w["gate"], w["up"], w["down_t"], i, "silu", workspace=workspace)
 
             return run
 

@@ -19,7 +19,7 @@ import torch
 from ponder.adaptive import adaptive_modules, load
 from ponder.data import CALIB_DEFAULT, load_text
 from ponder.inference.bench import cpu_name, run_interleaved
-from ponder.kernels import native
+from ponder.kernels import library, native
 from ponder.train.capture import capture_ffn_inputs
 
 
@@ -49,9 +49,19 @@ def kernel_at(revision: str, directory: Path) -> ctypes.CDLL:
     """`sparse_ffn.c` as committed at `revision`, built with that revision's compiler flags into `directory`."""
     source = directory / "old.c"
     source.write_bytes(_show(revision, "src/ponder/kernels/sparse_ffn.c"))
-    flags = re.search(r"^_FLAGS = (\[.*\])$", _show(revision, "src/ponder/kernels/native.py").decode(), re.M)
-    native._build(directory / "old.so", source, ast.literal_eval(flags.group(1)))
-    return native.load_library(directory / "old.so")
+    native_source = _show(revision, "src/ponder/kernels/native.py").decode()
+    flags = re.search(r"^_?FLAGS = ([\[(].*[\])])$", native_source, re.M)  # older revisions kept them in native.py
+    library.build(directory / "old.so", source, ast.literal_eval(flags.group(1)) if flags else library.FLAGS)
+    return _declared(ctypes.CDLL(str(directory / "old.so")))
+
+
+def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """An older build declared with today's prototypes for the functions it has (it may lack newer ones)."""
+    for name, prototype in library.SIGNATURES.items():
+        if hasattr(lib, name):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = prototype.argtypes, prototype.restype
+    return lib
 
 
 def _show(revision: str, path: str) -> bytes:

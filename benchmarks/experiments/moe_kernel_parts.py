@@ -58,7 +58,7 @@ def rows_step(modules: list, lists: list[list[torch.Tensor]], tokens: list):
 
     def step(token: list[torch.Tensor]) -> None:
         for m, x, index in zip(modules, token, lists[position[id(token)]], strict=True):
-            native.glu_rows(x, m.gate_p, m.up_p, m.down_t, index, m.activation)
+            native.glu_rows(x, m.gate_p, m.up_p, m.down_t, index, m.activation, workspace=m.workspace)
 
     return step
 

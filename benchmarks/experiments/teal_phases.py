@@ -14,7 +14,7 @@ import torch
 from kernel_ab import arguments, layer_kernels, report, rounds, setup  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import set_budget
-from ponder.kernels import native
+from ponder.kernels import layouts, native
 
 NOTHING = 1e30  # a threshold no entry exceeds
 
@@ -44,7 +44,7 @@ def main() -> None:
         thresholds = [tuple(m.threshold_values) for m in modules]
         ordered = []
         for m, order in zip(modules, frequency_orders(modules, tokens), strict=True):
-            layout = native.teal_layout(m.gate[order].contiguous(), m.up[order].contiguous())
+            layout = layouts.teal_layout(m.gate[order].contiguous(), m.up[order].contiguous())
             ordered.append(native.TealKernel(layout, m.down_t[order].contiguous(), m.activation, m.gate is not None))
         with torch.inference_mode():
             x, t = tokens[0][3], thresholds[3]
