@@ -17,10 +17,10 @@ import time
 import torch
 
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import prompt_ids
 from ponder.inference.decode import NativeDenseFFN
 from ponder.kernels import native
 from ponder.models import DEFAULT_MODEL, load
+from ponder.timing import prompt_ids
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ import torch
 
 from ponder import adaptive
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import paired_ratio, prompt_ids
 from ponder.inference.ceiling import ffn_paths, sliced_paths
 from ponder.models import DEFAULT_MODEL, load
 from ponder.stats import ComputeMeter
+from ponder.timing import paired_ratio, prompt_ids
 
 
 def main() -> None:

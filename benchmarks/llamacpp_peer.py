@@ -41,10 +41,10 @@ from pathlib import Path
 import gguf
 
 from ponder.data import load_text
-from ponder.inference.bench import cpu_name
 from ponder.io import write_json_atomic, write_text_atomic
 from ponder.models import DEFAULT_MODEL
 from ponder.models.load import _dequantize_gguf, cache_root, resolve
+from ponder.timing import cpu_name
 
 SDIST = "llama-cpp-python"
 SDIST_VERSION = "0.3.36"

@@ -198,8 +198,8 @@ def test_default_model_q4_1_greedy_tokens_equal_the_fp32_path():
     """The embedded GGUF's own Q4_1 blocks, run natively with fp32 activations, give the fp32 lean decoder's
     greedy tokens (on transformers' dequantized copy of the same file) for 64 tokens of the benchmark prompt."""
     from ponder.inference import LeanDecoder
-    from ponder.inference.bench import prompt_ids
     from ponder.models import DEFAULT_MODEL, load
+    from ponder.timing import prompt_ids
 
     model, tokenizer = load(DEFAULT_MODEL)
     ids = prompt_ids(tokenizer, 64)

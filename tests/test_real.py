@@ -7,8 +7,8 @@ from transformers import GenerationConfig
 from ponder.data import load_text
 from ponder.eval import perplexity
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import prompt_ids
 from ponder.models import DEFAULT_MODEL, load
+from ponder.timing import prompt_ids
 
 pytestmark = pytest.mark.real
 

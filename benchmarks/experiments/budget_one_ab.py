@@ -14,8 +14,8 @@ from kernel_ab import compare_decodes  # benchmarks/ is on sys.path as a script
 from ponder.adaptive import load as load_adaptive
 from ponder.adaptive import set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import prompt_ids
 from ponder.models import DEFAULT_MODEL, load
+from ponder.timing import prompt_ids
 
 
 def main() -> None:

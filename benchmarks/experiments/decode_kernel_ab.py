@@ -15,8 +15,8 @@ from kernel_ab import compare_decodes, decode_arguments, kernel_at  # benchmarks
 
 from ponder.adaptive import adaptive_modules, load, set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import prompt_ids
 from ponder.state import method_name
+from ponder.timing import prompt_ids
 
 
 def main() -> None:

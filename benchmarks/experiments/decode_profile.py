@@ -14,7 +14,7 @@ import torch
 
 from ponder.adaptive import load, set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import prompt_ids
+from ponder.timing import prompt_ids
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ import torch
 from ponder.adaptive import load as load_adaptive
 from ponder.adaptive import set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import cpu_name, prompt_ids, run_interleaved
 from ponder.models import DEFAULT_MODEL, load
+from ponder.timing import cpu_name, prompt_ids, run_interleaved
 
 NEW_TOKENS = 128
 

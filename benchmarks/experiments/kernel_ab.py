@@ -18,8 +18,8 @@ import torch
 
 from ponder.adaptive import adaptive_modules, load
 from ponder.data import CALIB_DEFAULT, load_text
-from ponder.inference.bench import cpu_name, run_interleaved
 from ponder.kernels import library, native
+from ponder.timing import cpu_name, run_interleaved
 from ponder.train.capture import capture_ffn_inputs
 
 

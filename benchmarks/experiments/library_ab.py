@@ -20,8 +20,8 @@ from kernel_ab import decode_arguments, kernel_at  # benchmarks/ is on sys.path 
 
 from ponder.adaptive import adaptive_modules, load, set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import cpu_name, prompt_ids, run_interleaved
 from ponder.kernels import native
+from ponder.timing import cpu_name, prompt_ids, run_interleaved
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import torch
 from ponder.adaptive import load
 from ponder.data import EVAL_DEFAULT, load_text
 from ponder.eval.perplexity import perplexity
-from ponder.inference.bench import Rate, paired_ratio, prompt_ids, run_interleaved
 from ponder.inference.decode import LeanDecoder
 from ponder.methods.nested.export import greedy_widths, layer_learners, slice_model
+from ponder.timing import Rate, paired_ratio, prompt_ids, run_interleaved
 
 PROMPT, NEW = 64, 128
 

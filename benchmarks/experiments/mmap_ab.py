@@ -16,10 +16,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import paired_ratio, prompt_ids
 from ponder.kernels import native
 from ponder.models import DEFAULT_MODEL
 from ponder.models.load import _dequantize_gguf, resolve
+from ponder.timing import paired_ratio, prompt_ids
 
 
 def main() -> None:

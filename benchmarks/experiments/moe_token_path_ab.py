@@ -13,7 +13,7 @@ from kernel_ab import compare_decodes  # benchmarks/ is on sys.path as a script
 
 from ponder.adaptive import load, set_budget
 from ponder.inference import LeanDecoder
-from ponder.inference.bench import prompt_ids
+from ponder.timing import prompt_ids
 
 
 def main() -> None:

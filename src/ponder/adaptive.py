@@ -32,13 +32,12 @@ from ponder.methods.allocate import allocate_greedy
 from ponder.methods.base import SparseFFN, check_budget
 from ponder.models.ffn import activation_name, ffn_view
 from ponder.models.targets import architecture_of, decoder_layers
-from ponder.state import AdaptiveState, adaptive_state, method_name, set_adaptive_state
+from ponder.state import CONFIG_FILE, AdaptiveState, adaptive_state, method_name, set_adaptive_state
 from ponder.train.capture import ActivationStore, calibration_windows
 from ponder.train.distributed import World, world
 
 ALLOCATIONS = ("uniform", "greedy")
 ALLOCATION_TOKENS = 1024  # calibration tokens whose loss guides the greedy allocation
-CONFIG_FILE = "ponder_config.json"
 STATE_FILE = "ponder_state.safetensors"
 _SHARED = ("gate", "up", "down", "gate_bias", "up_bias", "down_bias")
 

@@ -112,8 +112,20 @@ def _add_model(parser: argparse.ArgumentParser, *, positional: bool = True) -> N
     _add_loading(group)
 
 
+WEIGHTS = ("fp32", "q8_0", "q4_0", "q4_1")
+QUANTIZED_COMMANDS = ("eval", "generate", "bench", "quantize")
+"""Commands that run the quantized runtime; the others work on fp32 modules."""
+
+
 def _add_loading(group: argparse._ActionsContainer) -> None:
     group.add_argument("--dtype", type=dtype_name, default="float32", help="float32 (default), bfloat16 or float16")
+    group.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default=None,
+        help="weight format: fp32 modules (default), or GGUF blocks run natively (q8_0, q4_0, q4_1; "
+        f"{', '.join(QUANTIZED_COMMANDS[:-1])} and quantize); a quantized directory runs in its own format",
+    )
     group.add_argument("--threads", type=positive, default=None, help="torch intra-op threads (default: torch's)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -182,11 +194,57 @@ def _show_progress(quiet: bool) -> None:
     (hf_logging.disable_progress_bar if quiet else hf_logging.enable_progress_bar)()
 
 
+def _quantized(args: argparse.Namespace) -> bool:
+    """Whether this run goes through the quantized runtime: --weights names a block format, or the model is a
+    `ponder quantize` directory. Combinations it cannot run fail here, before anything loads."""
+    from ponder.quant.weights import is_quantized_dir
+    from ponder.state import CONFIG_FILE
+
+    model = Path(getattr(args, "model", "") or "")
+    stored = model.is_dir() and is_quantized_dir(model)
+    if args.weights in (None, "fp32") and not stored:
+        return False
+    if stored and args.weights == "fp32":
+        raise PonderError(f"{model} holds quantized blocks: drop --weights fp32, or run the original model")
+    if model.is_dir() and (model / CONFIG_FILE).exists():
+        raise PonderError(
+            f"{model} is an adaptive model; adaptive methods run on fp32 modules: drop --weights {args.weights}"
+        )
+    if args.dtype not in ("float32", "fp32"):
+        raise PonderError(f"--dtype {args.dtype} applies to fp32 weights: drop it, or drop --weights")
+    if args.command not in QUANTIZED_COMMANDS:
+        raise PonderError(
+            f"`ponder {args.command}` works on fp32 modules; quantized weights run in "
+            f"{', '.join(QUANTIZED_COMMANDS)}: drop --weights or use a fp32 model"
+        )
+    return True
+
+
 def _load(args: argparse.Namespace, name: str | None = None):
     """The model (or `name`) as --dtype and --threads ask; budgets and policies are applied by the caller."""
     from ponder.adaptive import load
 
+    if name is None and _quantized(args):  # a command that runs quantized weights has checked this before
+        raise AssertionError("quantized weights reached the fp32 loader")
     return load(name or args.model, dtype=args.dtype, threads=args.threads)
+
+
+def _load_quantized(args: argparse.Namespace, *, max_len: int):
+    """The quantized runtime for the model as --weights asks (its own format for a quantized directory), and the
+    model's tokenizer."""
+    from ponder.models.load import load_tokenizer
+    from ponder.quant import QuantDecoder
+
+    tokenizer = load_tokenizer(args.model)  # first: a bad reference fails before the weights are read
+    weights = None if args.weights in (None, "fp32") else args.weights
+    return QuantDecoder(args.model, weights=weights, threads=args.threads, max_len=max_len), tokenizer
+
+
+def _no_knobs(args: argparse.Namespace) -> None:
+    """Budgets and policies need an adaptive model; the quantized runtime runs dense models only."""
+    for option in ("budget", "budgets", "policy"):
+        if getattr(args, option, None) not in (None, 1.0, [1.0]):
+            raise PonderError(f"--{option} needs an adaptive model, which runs on fp32 modules: drop --weights")
 
 
 def _apply_knobs(model, args: argparse.Namespace) -> None:
@@ -219,20 +277,39 @@ def _check_output(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from ponder.adaptive import get_budget
     from ponder.data import load_text
+
+    quantized = _quantized(args)
+    if args.task:
+        if quantized:
+            raise PonderError("--task runs on fp32 modules: drop --weights")
+        return _eval_task(args)
+    text = load_text(args.data)  # read data before the slow model load, so a bad path fails fast
+    if quantized:
+        return _eval_quantized(args, text)
+    from ponder.adaptive import get_budget
     from ponder.eval import perplexity
     from ponder.report.terminal import render_eval
 
-    if args.task:
-        return _eval_task(args)
-    text = load_text(args.data)  # read data before the slow model load, so a bad path fails fast
     model, tokenizer = _load(args)
     _apply_knobs(model, args)
     result = perplexity(
         model, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
     ).as_dict()
     result.update(model=args.model, data=args.data, budget=get_budget(model), method=_method(model))
+    _emit(args, result, render_eval)
+
+
+def _eval_quantized(args: argparse.Namespace, text: str) -> None:
+    from ponder.eval.perplexity import decoder_perplexity
+    from ponder.report.terminal import render_eval
+
+    _no_knobs(args)
+    decoder, tokenizer = _load_quantized(args, max_len=args.window_len)
+    result = decoder_perplexity(
+        decoder, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
+    ).as_dict()
+    result.update(model=args.model, data=args.data, budget=1.0, method="dense", weights=decoder.model.weights)
     _emit(args, result, render_eval)
 
 
@@ -251,6 +328,8 @@ def _eval_task(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if _quantized(args):
+        return _bench_quantized(args)
     from ponder.adaptive import set_policy
     from ponder.inference.bench import benchmark
     from ponder.report.terminal import render_bench
@@ -268,6 +347,28 @@ def cmd_bench(args: argparse.Namespace) -> None:
         repeats=args.repeats,
         progress=not args.quiet,
         ceiling=args.ceiling,
+    )
+    result["model"] = args.model
+    _emit(args, result, render_bench)
+
+
+def _bench_quantized(args: argparse.Namespace) -> None:
+    from ponder.quant.bench import benchmark_quantized
+    from ponder.report.terminal import render_bench
+
+    _no_knobs(args)
+    if args.ceiling:
+        raise PonderError("--ceiling times adaptive budgets, which run on fp32 modules: drop --weights")
+    max_len = max(args.prompt_tokens + args.new_tokens, args.prefill_tokens)
+    decoder, tokenizer = _load_quantized(args, max_len=max_len)
+    result = benchmark_quantized(
+        decoder,
+        tokenizer,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
+        prefill_tokens=args.prefill_tokens,
+        repeats=args.repeats,
+        progress=not args.quiet,
     )
     result["model"] = args.model
     _emit(args, result, render_bench)
@@ -343,13 +444,31 @@ def cmd_oracle(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    import torch
+    if _quantized(args):
+        _no_knobs(args)
+        if args.show_compute:
+            raise PonderError("--show-compute shades adaptive compute; a quantized model is dense: drop one")
+        from ponder.models.load import load_tokenizer
 
+        tokenizer = load_tokenizer(args.model)
+        ids = _prompt(args, tokenizer)
+        decoder, _ = _load_quantized(args, max_len=ids.shape[1] + args.max_new_tokens)
+        return _generate_plain(args, tokenizer, decoder, ids)
     from ponder.inference import LeanDecoder
-    from ponder.report.terminal import console
 
     model, tokenizer = _load(args)
     _apply_knobs(model, args)
+    ids = _prompt(args, tokenizer)
+    decoder = LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens)
+    if args.show_compute:
+        return _generate_with_compute(args, model, tokenizer, decoder, ids)
+    _generate_plain(args, tokenizer, decoder, ids)
+
+
+def _prompt(args: argparse.Namespace, tokenizer):
+    """The prompt's ids [1, T], in the chat template unless --raw or the tokenizer has none."""
+    import torch
+
     if tokenizer.chat_template and not args.raw:
         messages = [{"role": "user", "content": args.prompt}]
         ids = tokenizer.apply_chat_template(
@@ -360,9 +479,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
         ids = torch.tensor([tokenizer(args.prompt, add_special_tokens=False).input_ids])
     if ids.shape[1] == 0:
         raise PonderError("the prompt is empty: give some text to continue")
-    decoder = LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens)
-    if args.show_compute:
-        return _generate_with_compute(args, model, tokenizer, decoder, ids)
+    return ids
+
+
+def _generate_plain(args: argparse.Namespace, tokenizer, decoder, ids) -> None:
+    from ponder.report.terminal import console
+
     start = time.perf_counter()
     out = decoder.generate(ids, args.max_new_tokens, eos_token_id=tokenizer.eos_token_id)
     seconds = time.perf_counter() - start
@@ -448,6 +570,22 @@ def cmd_convert(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         console.print(f"converted {args.model} with {args.method} in {seconds:.0f} s → {args.output}")
     ranks.close()
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from ponder.models.load import load_tokenizer
+    from ponder.quant import load_model, save_quantized
+    from ponder.report.terminal import console
+
+    if args.weights in (None, "fp32"):
+        raise PonderError("give the block format to write: --weights q8_0, q4_0 or q4_1")
+    _check_output(args)
+    _quantized(args)  # the refusals every quantized run shares (adaptive models, --dtype)
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, args.weights)
+    save_quantized(model, args.output, tokenizer=tokenizer)
+    megabytes = model.nbytes / 1e6
+    console.print(f"wrote {args.output}: {args.weights} weights, {megabytes:.0f} MB")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -602,6 +740,11 @@ def _convert_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted conversion into the same -o")
 
 
+def _quantize_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    _add_output(parser, help="directory for the quantized model (safetensors blocks, config, tokenizer)")
+
+
 def _export_options(parser: argparse.ArgumentParser) -> None:
     _add_model(parser)
     parser.add_argument(
@@ -679,6 +822,11 @@ COMMANDS: dict[str, Command] = {
     "bench": Command("decode and prefill speed against the dense model, same process", _bench_options, cmd_bench),
     "convert": Command(
         "make a model adaptive with a method, calibrated on held-out text", _convert_options, cmd_convert
+    ),
+    "quantize": Command(
+        "write a model's projections in a GGUF block format (--weights), for the quantized runtime",
+        _quantize_options,
+        cmd_quantize,
     ),
     "export": Command("write a nested model at static widths as a plain HF checkpoint", _export_options, cmd_export),
     "sweep": Command("evaluate methods x budgets; table and Pareto plot (resumable)", _sweep_options, cmd_sweep),

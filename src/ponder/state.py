@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from torch import nn
 
 _ATTRIBUTE = "ponder_state"
+CONFIG_FILE = "ponder_config.json"
+"""The file of a converted directory that holds its state (`to_json`, plus the base model and format)."""
 
 
 @dataclass

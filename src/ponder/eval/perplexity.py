@@ -99,3 +99,34 @@ def perplexity(
         ffn_bytes=report.ffn_bytes,
         ffn_compute_per_layer=report.per_layer_compute(),
     )
+
+
+def decoder_perplexity(
+    decoder, tokenizer: PreTrainedTokenizerBase, text: str, *, windows: int = 20, window_len: int = 1024,
+    progress: bool = True,
+) -> PerplexityResult:  # fmt: skip
+    """Perplexity by the same protocol through a decoder that scores one window at a time (`window_nll`, e.g. the
+    quantized runtime's `QuantDecoder`): the same windows, the same tokens scored. Dense: compute is 1 throughout."""
+    token_ids = tokenizer(text, add_special_tokens=False).input_ids
+    rows = windows_of(token_ids, window_len, windows)
+    layers = decoder.model.config.num_hidden_layers
+    total_nll, scored = 0.0, 0
+    start = time.perf_counter()
+    for window in tqdm(rows, desc="perplexity", unit="window", disable=not progress):
+        nll, count = decoder.window_nll(window)
+        total_nll += nll
+        scored += count
+    seconds = time.perf_counter() - start
+    mean_nll = total_nll / scored
+    return PerplexityResult(
+        perplexity=math.exp(mean_nll),
+        nll=mean_nll,
+        tokens=scored,
+        windows=windows,
+        window_len=window_len,
+        seconds=seconds,
+        tokens_per_s=windows * window_len / seconds,
+        ffn_compute=1.0,
+        ffn_bytes=1.0,
+        ffn_compute_per_layer=[1.0] * layers,
+    )

@@ -9,93 +9,24 @@ budget's decode is also run through the perfect width executor at the compute it
 
 from __future__ import annotations
 
-import platform
-import statistics
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import torch
-from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ponder.adaptive import adaptive_modules, get_budget, set_budget
-from ponder.data import CALIB_DEFAULT, load_text
 from ponder.errors import PonderError
 from ponder.inference.ceiling import ffn_paths, sliced_paths
 from ponder.inference.decode import LeanDecoder
 from ponder.state import method_name
 from ponder.stats import ComputeMeter, decode_weight_bytes
-
-
-@dataclass
-class Rate:
-    """Tokens per second over repeats: median and range."""
-
-    median: float
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, tokens: int, seconds: list[float]) -> Rate:
-        rates = [tokens / s for s in seconds]
-        return cls(statistics.median(rates), min(rates), max(rates))
-
-
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, length: int) -> torch.Tensor:
-    """`length` tokens of calibration text (never evaluation text) as a [1, length] prompt."""
-    ids = tokenizer(load_text(CALIB_DEFAULT)[: length * 16], add_special_tokens=False).input_ids
-    if len(ids) < length:
-        raise PonderError(f"prompt of {length} tokens is longer than the bundled text allows; use fewer tokens")
-    return torch.tensor([ids[:length]])
-
-
-def cpu_name() -> str:
-    """The processor's model name where the OS tells it (Linux: /proc/cpuinfo), else its architecture: ratios from
-    different runs are only comparable on the same kind of CPU."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def run_interleaved(cases: dict[str, Callable[[], object]], repeats: int, progress: bool) -> dict[str, list[float]]:
-    """Seconds per call of each case: one warm-up round, then `repeats` rounds of every case in turn."""
-    for fn in cases.values():
-        fn()
-    seconds: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in tqdm(range(repeats), desc="bench", unit="round", disable=not progress):
-        for name, fn in cases.items():
-            seconds[name].append(_timed(fn))
-    return seconds
-
-
-def _row(rates: dict[str, Rate], ratios: dict[str, float]) -> dict:
-    row = {}
-    for kind, rate in rates.items():
-        row.update({f"{kind}_tok_s": rate.median, f"{kind}_tok_s_min": rate.low, f"{kind}_tok_s_max": rate.high})
-    return row | {f"{kind}_speedup": ratio for kind, ratio in ratios.items()}
+from ponder.timing import Rate, cpu_name, paired_ratio, peak_rss_mb, prompt_ids, rate_row, run_interleaved
 
 
 def _decode_through(decoder: LeanDecoder, paths: list, prompt: torch.Tensor, new_tokens: int) -> None:
     with ffn_paths(decoder, paths):
         decoder.generate(prompt, new_tokens)
-
-
-def paired_ratio(reference: list[float], candidate: list[float]) -> float:
-    """Median over rounds of reference time / candidate time (pairs measured back to back)."""
-    return statistics.median(r / c for r, c in zip(reference, candidate, strict=True))
 
 
 @torch.inference_mode()
@@ -180,7 +111,7 @@ def benchmark(
         bound = seconds.get(f"ceiling@{budget}")
         rows.append(
             {"budget": budget, "ffn_compute": report.ffn_compute, "ffn_bytes": report.ffn_bytes}
-            | _row(rates(budget), ratios(budget))
+            | rate_row(rates(budget), ratios(budget))
             | {"weight_bytes_per_token": row_bytes, "bandwidth_gb_s": row_bytes * rates(budget)["decode"].median / 1e9}
             | ({"ceiling_decode_speedup": paired_ratio(seconds["decode@1.0"], bound)} if bound else {})
         )
@@ -198,11 +129,12 @@ def benchmark(
         "greedy_head": "fp32" if screen is None else "int8-screened",  # the same tokens either way
         "tokens_match_hf": bool(torch.equal(hf_tokens, lean_tokens)),
         "hf_generate": {"decode_tok_s": hf.median, "decode_tok_s_min": hf.low, "decode_tok_s_max": hf.high},
-        "dense": _row(dense, {})
+        "dense": rate_row(dense, {})
         | {
             "speedup_vs_hf_generate": paired_ratio(seconds["hf_generate"], seconds["decode@1.0"]),
             "weight_bytes_per_token": weight_bytes,
             "bandwidth_gb_s": weight_bytes * dense["decode"].median / 1e9,
         },
         "budgets": rows,
+        "peak_rss_mb": peak_rss_mb(),
     }

@@ -12,15 +12,19 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ponder.errors import PonderError
 from ponder.models.ffn import resize_ffn
 from ponder.models.targets import architecture_of, decoder_layers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 DEFAULT_MODEL = "smollm2-135m"
 FFN_WIDTHS_KEY = "ponder_ffn_widths"
@@ -112,6 +116,37 @@ def _dequantize_gguf(path: Path) -> Path:
         if not (target / "config.json").exists():
             raise
     return target
+
+
+def _gguf_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """A GGUF's tokenizer, cached beside (or inside) its dequantized copy: reading it from the file parses the
+    whole vocabulary (seconds), and a quantized run needs no fp32 copy of the weights."""
+    full = _gguf_cache_dir(path)
+    if (full / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(str(full))
+    only = full.with_name(full.name + "-tokenizer")
+    if (only / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(str(only))
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    only.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=only.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(only)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model reference (as `load` resolves it) without loading the model's weights."""
+    kind, where = resolve(name)
+    if kind == "gguf":
+        return _gguf_tokenizer(Path(where))
+    try:
+        return AutoTokenizer.from_pretrained(str(where), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise PonderError(f"cannot load the tokenizer of '{name}': {str(e).splitlines()[0]}") from None
 
 
 def load(

@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from ponder.errors import PonderError
 from ponder.models.load import cache_root, resolve
@@ -210,11 +209,23 @@ def _activation_mode(activations: str) -> int:
 
 
 def _rope_tables(config, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """HF's cos and sin [max_len, E] for this config (its rope type and scaling included)."""
-    rotary = LlamaRotaryEmbedding(config)
-    positions = torch.arange(max_len)[None]  # [1, max_len]
-    cos, sin = rotary(torch.zeros(1, dtype=torch.float32), positions)  # [1, max_len, E]
-    return cos[0].to(torch.float32).contiguous(), sin[0].to(torch.float32).contiguous()
+    """HF's cos and sin [max_len, E] for this config, its rope type and scaling included, computed as HF's rotary
+    modules do from transformers' own frequency functions (importing a modelling file costs ~130 MB)."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    parameters = getattr(config, "rope_parameters", None) or {}
+    rope_type = parameters.get("rope_type", "default")
+    if rope_type == "dynamic":  # its frequencies change with the sequence length
+        raise PonderError("dynamic RoPE scaling has no quantized runtime: run this model with --weights fp32")
+    if rope_type == "default":
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        inv_freq = 1.0 / (parameters["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        scaling = 1.0
+    else:
+        inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
+    freqs = torch.arange(max_len, dtype=torch.float)[:, None] * inv_freq.float()[None]  # [max_len, E/2]
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return (angles.cos() * scaling).contiguous(), (angles.sin() * scaling).contiguous()
 
 
 def load_model(source: str | Path | QuantModel, weights: str | None = "q4_1") -> QuantModel:

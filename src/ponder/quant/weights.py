@@ -15,6 +15,7 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig
 
 from ponder.errors import PonderError
 from ponder.quant.formats import (
@@ -35,6 +36,9 @@ from ponder.quant.formats import (
     get_format,
     quantize,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 QUANT_FILE = "quant.safetensors"
 MANIFEST = "ponder_quant.json"

@@ -47,8 +47,9 @@ def _rate(row: dict, key: str) -> str:
 
 
 def render_bench(result: dict) -> None:
+    weights = result.get("weights") or result["dtype"]  # a quantized run names its block format
     title = (
-        f"speed · {result['model']} · {result['dtype']} · {result['threads']} threads · {result['cpu']} · "
+        f"speed · {result['model']} · {weights} · {result['threads']} threads · {result['cpu']} · "
         f"median (min-max) of {result['repeats']}"
     )
     table = Table(title=title)
@@ -56,10 +57,11 @@ def render_bench(result: dict) -> None:
     columns = ("configuration", "FFN compute", "decode tok/s", "decode ×", "prefill tok/s", "prefill ×")
     for column in columns + (("ceiling decode ×",) if ceiling else ()):
         table.add_column(column, justify="right")
-    hf = result["hf_generate"]
+    hf = result.get("hf_generate")  # absent for the quantized runtime, which transformers does not run
     dense = result["dense"]
     blank = ("",) if ceiling else ()
-    table.add_row("transformers.generate (dense)", "1.000", _rate(hf, "decode_tok_s"), "", "", "", *blank)
+    if hf is not None:
+        table.add_row("transformers.generate (dense)", "1.000", _rate(hf, "decode_tok_s"), "", "", "", *blank)
     table.add_row(
         f"dense (lean, {result['lean_path']})",
         "1.000",
@@ -81,10 +83,15 @@ def render_bench(result: dict) -> None:
             *((f"{bound:.2f}" if bound else "n/a",) if ceiling else ()),
         )
     console.print(table)
-    console.print(
+    against_hf = (
         f"lean dense decode vs transformers.generate: {dense['speedup_vs_hf_generate']:.2f}× "
-        f"(same tokens: {'yes' if result['tokens_match_hf'] else 'NO'}); weights read per token "
-        f"{dense['weight_bytes_per_token'] / 1e6:.0f} MB → {dense['bandwidth_gb_s']:.1f} GB/s achieved"
+        f"(same tokens: {'yes' if result['tokens_match_hf'] else 'NO'}); "
+        if hf is not None
+        else f"{result['activations']} activations; "
+    )
+    console.print(
+        f"{against_hf}weights read per token {dense['weight_bytes_per_token'] / 1e6:.0f} MB → "
+        f"{dense['bandwidth_gb_s']:.1f} GB/s achieved; peak memory {result['peak_rss_mb']:.0f} MB"
     )
 
 
