@@ -147,7 +147,7 @@ LOADING = {
 
 
 def test_loading_covers_every_command():
-    assert set(LOADING) == set(COMMANDS)
+    assert set(LOADING) == set(COMMANDS) - {"quantize"}  # quantize takes no --dtype: test_quantize_options
 
 
 @pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "bars"])
@@ -457,6 +457,22 @@ def test_oracle_options(capsys, nested, texts, tmp_path):
 # --- the coverage table ----------------------------------------------------------------------------------------
 
 COVERAGE = {
+    ("quantize", "model"): "test_quantize_options",
+    ("quantize", "--weights"): "test_quantize_options",
+    ("quantize", "--threads"): "test_quantize_options",
+    ("quantize", "--quiet"): "test_quantize_options",
+    ("quantize", "--output"): "test_quantize_options",
+    ("quantize", "--overwrite"): "test_quantize_options",
+    ("demo", "--weights"): "test_weights_options",
+    ("eval", "--weights"): "test_weights_options",
+    ("bench", "--weights"): "test_weights_options",
+    ("convert", "--weights"): "test_weights_options",
+    ("export", "--weights"): "test_weights_options",
+    ("sweep", "--weights"): "test_weights_options",
+    ("report", "--weights"): "test_weights_options",
+    ("inspect", "--weights"): "test_weights_options",
+    ("oracle", "--weights"): "test_weights_options",
+    ("generate", "--weights"): "test_weights_options",
     ("demo", "--model"): "test_demo_options",
     ("demo", "--dtype"): "test_loading_options",
     ("demo", "--threads"): "test_loading_options",
@@ -595,6 +611,42 @@ def source_with_fixtures(test) -> str:
                 seen.add(name)
                 pending.append(fixture)
     return "\n".join(sources)
+
+
+def test_quantize_options(base, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["quantize", str(base), "--weights", "q8_0", "-o", str(out), "--threads", "1", "--quiet"]) == 0
+    assert (out / "ponder_quant.json").is_file()
+    assert main(["quantize", str(base), "--weights", "q4_0", "-o", str(out)]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["quantize", str(base), "--weights", "q4_0", "-o", str(out), "--overwrite"]) == 0
+    assert read_json(out / "ponder_quant.json")["weights"] == "q4_0"
+
+
+def test_weights_options(base, tmp_path, capsys):
+    """--weights runs eval, generate and bench through the quantized runtime; the fp32-only commands refuse it."""
+    text = tmp_path / "t.txt"
+    text.write_text(load_text("wikitext2-valid")[:4000])
+    assert main(["eval", str(base), "--weights", "q8_0", "--data", str(text), "--windows", "1", "--window-len", "64",
+                 "--json", str(tmp_path / "e.json"), "--quiet"]) == 0  # fmt: skip
+    assert read_json(tmp_path / "e.json")["weights"] == "q8_0"
+    assert main(["generate", str(base), "hello", "--weights", "q4_1", "--max-new-tokens", "3", "--raw"]) == 0
+    assert main(["bench", str(base), "--weights", "q4_0", "--repeats", "1", "--prompt-tokens", "4", "--new-tokens",
+                 "2", "--prefill-tokens", "8", "--json", str(tmp_path / "b.json"), "--quiet"]) == 0  # fmt: skip
+    assert read_json(tmp_path / "b.json")["weights"] == "q4_0"
+    capsys.readouterr()
+    refused = {
+        "demo": ["demo", "--model", str(base)],
+        "convert": ["convert", str(base), "--method", "teal", "-o", str(tmp_path / "c")],
+        "export": ["export", str(base), "--width", "0.5", "-o", str(tmp_path / "x")],
+        "sweep": ["sweep", str(base), "--methods", "teal", "-o", str(tmp_path / "s")],
+        "report": ["report", str(tmp_path)],
+        "inspect": ["inspect", str(base)],
+        "oracle": ["oracle", str(base)],
+    }
+    for command, argv in refused.items():
+        assert main([*argv, "--weights", "q4_1"]) == 2, command
+        assert "--weights" in capsys.readouterr().err, command
 
 
 def test_every_option_has_a_test():

@@ -741,7 +741,12 @@ def _convert_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _quantize_options(parser: argparse.ArgumentParser) -> None:
-    _add_model(parser)
+    group = parser.add_argument_group("model loading")  # no --dtype: the blocks are made from fp32 values
+    group.add_argument("model", help="alias (smollm2-135m), HF model directory or .gguf file")
+    group.add_argument("--weights", choices=WEIGHTS[1:], required=True, help="block format: q8_0, q4_0 or q4_1")
+    group.add_argument("--threads", type=positive, default=None, help="torch intra-op threads (default: torch's)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(dtype="float32")
     _add_output(parser, help="directory for the quantized model (safetensors blocks, config, tokenizer)")
 
 
@@ -853,6 +858,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _show_progress(args.quiet)
+        if hasattr(args, "weights"):
+            _quantized(args)  # refuses what the quantized runtime cannot run, before any command starts
         args.run(args)
     except PonderError as e:
         print(f"ponder: error: {e}", file=sys.stderr)
