@@ -84,21 +84,9 @@ def perplexity(
             )
             total_nll += nll.item()
             scored += batch[:, 1:].numel()
-    seconds = time.perf_counter() - start
     report = meter.report
-    mean_nll = total_nll / scored
-    return PerplexityResult(
-        perplexity=math.exp(mean_nll),
-        nll=mean_nll,
-        tokens=scored,
-        windows=windows,
-        window_len=window_len,
-        seconds=seconds,
-        tokens_per_s=windows * window_len / seconds,
-        ffn_compute=report.ffn_compute,
-        ffn_bytes=report.ffn_bytes,
-        ffn_compute_per_layer=report.per_layer_compute(),
-    )
+    return _result(total_nll, scored, windows, window_len, time.perf_counter() - start,
+                   report.ffn_compute, report.ffn_bytes, report.per_layer_compute())  # fmt: skip
 
 
 def decoder_perplexity(
@@ -116,17 +104,16 @@ def decoder_perplexity(
         nll, count = decoder.window_nll(window)
         total_nll += nll
         scored += count
-    seconds = time.perf_counter() - start
+    return _result(total_nll, scored, windows, window_len, time.perf_counter() - start, 1.0, 1.0, [1.0] * layers)
+
+
+def _result(
+    total_nll: float, scored: int, windows: int, window_len: int, seconds: float,
+    compute: float, nbytes: float, per_layer: list[float],
+) -> PerplexityResult:  # fmt: skip
     mean_nll = total_nll / scored
     return PerplexityResult(
-        perplexity=math.exp(mean_nll),
-        nll=mean_nll,
-        tokens=scored,
-        windows=windows,
-        window_len=window_len,
-        seconds=seconds,
-        tokens_per_s=windows * window_len / seconds,
-        ffn_compute=1.0,
-        ffn_bytes=1.0,
-        ffn_compute_per_layer=[1.0] * layers,
-    )
+        perplexity=math.exp(mean_nll), nll=mean_nll, tokens=scored, windows=windows, window_len=window_len,
+        seconds=seconds, tokens_per_s=windows * window_len / seconds, ffn_compute=compute, ffn_bytes=nbytes,
+        ffn_compute_per_layer=per_layer,
+    )  # fmt: skip
