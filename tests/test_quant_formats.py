@@ -148,3 +148,112 @@ def test_embedded_gguf_loads_its_own_blocks_and_dequantizes_as_transformers_does
     state = hf.state_dict()
     for name, tensor in model.tensors.items():  # every tensor, dequantized, is transformers' fp32 copy exactly
         assert torch.equal(tensor.dequantize(), state[name]), name
+
+
+def _random_q4_k(superblocks: int, seed: int) -> np.ndarray:
+    """Valid Q4_K super-blocks: fp16 d and dmin of a real file's magnitude, random 6-bit scales and codes."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(superblocks, 144), dtype=np.uint8)
+    blocks[:, 0:2] = rng.uniform(1e-3, 2e-2, (superblocks, 1)).astype(np.float16).view(np.uint8)
+    blocks[:, 2:4] = rng.uniform(1e-3, 2e-2, (superblocks, 1)).astype(np.float16).view(np.uint8)
+    return blocks
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 6), superblocks=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_q4_k_repacks_into_q4_1_within_fp16_rounding_of_its_scales(rows, superblocks, seed):
+    from gguf.quants import Q4_K
+
+    from ponder.quant.nearest import q4_k_as_q4_1
+
+    raw = _random_q4_k(rows * superblocks, seed)
+    cols = 256 * superblocks
+    reference = dequantize(torch.from_numpy(raw.reshape(rows, -1)), _k_format(GGMLQuantizationType.Q4_K), cols)
+    blocks = q4_k_as_q4_1(raw, rows)
+    assert tuple(blocks.shape) == (rows, cols // 32 * 20)
+    values = dequantize(blocks, FORMATS["q4_1"], cols)
+    # Per 32-weight sub-block: |error| <= 15·2^-11·scale + 2^-11·min (each written in fp16), plus fp32 rounding.
+    d = raw[:, 0:2].copy().view(np.float16).astype(np.float32)
+    dmin = raw[:, 2:4].copy().view(np.float16).astype(np.float32)
+    sc, mn = Q4_K.get_scale_min(raw[:, 4:16])
+    bound = 2.0**-11 * (15 * d * sc + dmin * mn) * 1.01 + 1e-7  # [rows·superblocks, 8]
+    error = (values - reference).abs().reshape(-1, 8, 32).amax(-1)
+    assert bool((error <= torch.from_numpy(bound)).all())
+
+
+def _k_format(ggml: GGMLQuantizationType):
+    """A Format standing for a GGUF K-quant, so the shared dequantize reads it (the runtime has no kernels for it)."""
+    from ponder.quant.formats import Format
+
+    return Format(ggml.name.lower(), -1, ggml)
+
+
+def test_a_k_quant_gguf_runs_its_projections_in_the_nearest_format(tmp_path):
+    """A Q4_K_M-like file (Q4_K gate/up, Q6_K down, Q8_0 attention): Q4_K loads as q4_1 keeping its codes, Q6_K
+    as q8_0, with a note; asking --weights quantizes everything to that format instead."""
+    import gguf
+
+    from ponder.quant import QuantDecoder
+
+    hidden, ffn, layers, vocab = 256, 512, 1, 64
+    path = tmp_path / "tiny-q4_k_m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(128)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    rng = np.random.default_rng(0)
+    kv = hidden // 2
+
+    def q8(rows: int, cols: int) -> np.ndarray:
+        return gguf.quants.quantize(
+            rng.standard_normal((rows, cols)).astype(np.float32) * 0.05, GGMLQuantizationType.Q8_0
+        )
+
+    q4_k = {"ffn_gate": _random_q4_k(ffn * hidden // 256, 1), "ffn_up": _random_q4_k(ffn * hidden // 256, 2)}
+    down = rng.integers(0, 256, size=(hidden * ffn // 256, 210), dtype=np.uint8)  # Q6_K: fp16 d in its last 2 bytes
+    down[:, 208:210] = rng.uniform(1e-4, 1e-3, (len(down), 1)).astype(np.float16).view(np.uint8)
+    tensors = {
+        "token_embd.weight": (q8(vocab, hidden), GGMLQuantizationType.Q8_0),
+        "output_norm.weight": (np.ones(hidden, np.float32), GGMLQuantizationType.F32),
+        "blk.0.attn_norm.weight": (np.ones(hidden, np.float32), GGMLQuantizationType.F32),
+        "blk.0.ffn_norm.weight": (np.ones(hidden, np.float32), GGMLQuantizationType.F32),
+        "blk.0.attn_q.weight": (q8(hidden, hidden), GGMLQuantizationType.Q8_0),
+        "blk.0.attn_k.weight": (q8(kv, hidden), GGMLQuantizationType.Q8_0),
+        "blk.0.attn_v.weight": (q8(kv, hidden), GGMLQuantizationType.Q8_0),
+        "blk.0.attn_output.weight": (q8(hidden, hidden), GGMLQuantizationType.Q8_0),
+        "blk.0.ffn_gate.weight": (q4_k["ffn_gate"].reshape(ffn, -1), GGMLQuantizationType.Q4_K),
+        "blk.0.ffn_up.weight": (q4_k["ffn_up"].reshape(ffn, -1), GGMLQuantizationType.Q4_K),
+        "blk.0.ffn_down.weight": (down.reshape(hidden, -1), GGMLQuantizationType.Q6_K),
+    }
+    for name, (data, kind) in tensors.items():
+        writer.add_tensor(name, data, raw_dtype=kind)  # block types: gguf takes the logical shape from the bytes
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    model = read_gguf(path)
+    up = model.tensors["model.layers.0.mlp.up_proj.weight"]
+    assert up.format.name == "q4_1" and model.weights == "q4_1"
+    assert model.notes and "Q4_K -> q4_1" in model.notes[0] and "Q6_K -> q8_0" in model.notes[0]
+    converted = model.tensors["model.layers.0.mlp.down_proj.weight"]
+    six_bit = dequantize(torch.from_numpy(down.reshape(hidden, -1)), _k_format(GGMLQuantizationType.Q6_K), ffn)
+    # Half a step of each q8_0 block, plus its fp16 scale's rounding (2^-11) at the top code 127.
+    step = six_bit.reshape(hidden, -1, 32).abs().amax(-1, keepdim=True) / 127
+    assert converted.format.name == "q8_0"
+    assert bool(
+        ((converted.dequantize() - six_bit).reshape(hidden, -1, 32).abs() <= (0.5 + 127 * 2**-11) * step + 1e-6).all()
+    )
+    reference = dequantize(
+        torch.from_numpy(q4_k["ffn_up"].reshape(ffn, -1)), _k_format(GGMLQuantizationType.Q4_K), hidden
+    )
+    assert torch.allclose(up.dequantize(), reference, rtol=0, atol=2**-10 * float(reference.abs().max()))
+    asked = read_gguf(path, "q8_0")
+    assert asked.notes == [] and asked.tensors["model.layers.0.mlp.up_proj.weight"].format.name == "q8_0"
+    decoder = QuantDecoder(model, max_len=16, chunk=4)
+    assert torch.isfinite(decoder.forward(torch.arange(5))).all()

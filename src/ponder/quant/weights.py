@@ -36,6 +36,7 @@ from ponder.quant.formats import (
     get_format,
     quantize,
 )
+from ponder.quant.nearest import COST, NEAREST, to_nearest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -100,6 +101,8 @@ class QuantModel:
     weights: str
     """The format its projections were asked in (a GGUF's tensors of other runtime formats stay as they are)."""
     tensors: dict[str, QuantTensor] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What loading changed that a user should hear about (a GGUF's K-quants run in the nearest format)."""
 
     def __post_init__(self) -> None:
         model_type = getattr(self.config, "model_type", None)
@@ -289,9 +292,10 @@ class GGUFHeader:
         )
 
 
-def _gguf_tensor(header: GGUFHeader, info: GGUFTensorInfo, fmt: Format | None) -> QuantTensor:
+def _gguf_tensor(header: GGUFHeader, info: GGUFTensorInfo, fmt: Format | None, nearest: bool) -> QuantTensor:
     """One GGUF tensor in a runtime format: its bytes as they are where the runtime reads its type and no other
-    format is asked for, else dequantized (to fp32) and, where `fmt` is a block format, quantized to it."""
+    format is asked for; a block type without kernels in its nearest runtime format where `nearest` (projections
+    in their own format); else dequantized (to fp32) and, where `fmt` is a block format, quantized to it."""
     shape, native = info.shape, format_of_ggml(info.ggml)
     raw = header.read(info)
     if native is not None and (fmt is None or fmt == native):
@@ -301,6 +305,8 @@ def _gguf_tensor(header: GGUFHeader, info: GGUFTensorInfo, fmt: Format | None) -
         else:
             data = data.view(torch.float32).reshape(shape)
         return QuantTensor(native, shape, data)
+    if nearest and fmt is None and info.ggml in NEAREST:
+        return QuantTensor(NEAREST[info.ggml], shape, to_nearest(raw, info.ggml, shape, info.name))
     values = torch.from_numpy(np.ascontiguousarray(gguf_dequantize(raw, info.ggml), np.float32)).reshape(shape)
     if fmt is None or not fmt.blocked:
         return QuantTensor(FORMATS["f32"], shape, values.contiguous())
@@ -310,7 +316,9 @@ def _gguf_tensor(header: GGUFHeader, info: GGUFTensorInfo, fmt: Format | None) -
 def read_gguf(path: str | Path, weights: str | None = None) -> QuantModel:
     """A llama-architecture GGUF's tensors. Projections in a runtime format (Q8_0, Q4_0, Q4_1) load as the file's
     blocks, bit for bit, unless `weights` asks for another format; the embedding, the tied head and norms stay
-    as in the file. Tensors of other GGUF types are dequantized (and quantized to `weights` if given)."""
+    as in the file. Without `weights`, projections and the embedding of block types the runtime has no kernels for
+    (the K-quants of a Q4_K_M file) run in their nearest format (`ponder.quant.nearest`), said in `notes`; tensors
+    of other GGUF types are dequantized (and quantized to `weights` if given)."""
     path = Path(path)
     fmt = None if weights is None else get_format(weights)
     try:
@@ -323,7 +331,7 @@ def read_gguf(path: str | Path, weights: str | None = None) -> QuantModel:
         "self_attn.q_proj.weight": config.num_attention_heads,
         "self_attn.k_proj.weight": config.num_key_value_heads,
     }
-    tensors = {}
+    tensors, converted = {}, {}
     for info in header.tensors.values():
         block, _, rest = info.name.partition(".")
         if info.name in _GGUF_TOP:
@@ -333,14 +341,19 @@ def read_gguf(path: str | Path, weights: str | None = None) -> QuantModel:
             name = f"model.layers.{index}.{_GGUF_BLOCK[local]}"
         else:
             continue  # e.g. rope_freqs: the config's RoPE parameters stand for it
-        keep = fmt if _is_projection(name) else None  # embedding, tied head and norms as they are
-        tensor = _gguf_tensor(header, info, keep)
+        projection = _is_projection(name)
+        keep = fmt if projection else None  # embedding, tied head and norms as they are
+        nearest = projection or name == EMBED  # the embedding may be the tied head: a K-quant one runs converted
+        tensor = _gguf_tensor(header, info, keep, nearest=nearest)
+        if nearest and fmt is None and info.ggml in NEAREST:
+            converted[info.ggml.name] = f"{info.ggml.name} -> {NEAREST[info.ggml].name}, {COST[info.ggml]}"
         local = name.partition(".layers.")[2].partition(".")[2]
         if local in heads:
             tensor = QuantTensor(tensor.format, tensor.shape, _unpermute(tensor.data, heads[local]))
         tensors[name] = tensor
     label = fmt.name if fmt is not None else tensors["model.layers.0.mlp.up_proj.weight"].format.name
-    return QuantModel(config, label, tensors)
+    notes = [f"{path.name}: projections without kernels run converted ({'; '.join(converted.values())})"]
+    return QuantModel(config, label, tensors, notes=notes if converted else [])
 
 
 def save_quantized(model: QuantModel, directory: str | Path, tokenizer=None) -> Path:
