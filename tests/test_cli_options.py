@@ -21,7 +21,7 @@ import torch
 import ponder.models
 from conftest import tiny_model
 from ponder.adaptive import adaptive_modules, load
-from ponder.cli import COMMANDS, build_parser, main
+from ponder.cli import COMMANDS, QUANT_ACTIVATIONS, build_parser, main
 from ponder.data import first_tokens, load_text
 from ponder.kernels import native
 from ponder.methods import get_method
@@ -473,6 +473,16 @@ COVERAGE = {
     ("inspect", "--weights"): "test_weights_options",
     ("oracle", "--weights"): "test_weights_options",
     ("generate", "--weights"): "test_weights_options",
+    ("demo", "--activations"): "test_activations_options",
+    ("eval", "--activations"): "test_activations_options",
+    ("bench", "--activations"): "test_activations_options",
+    ("convert", "--activations"): "test_activations_options",
+    ("export", "--activations"): "test_activations_options",
+    ("sweep", "--activations"): "test_activations_options",
+    ("report", "--activations"): "test_activations_options",
+    ("inspect", "--activations"): "test_activations_options",
+    ("oracle", "--activations"): "test_activations_options",
+    ("generate", "--activations"): "test_activations_options",
     ("demo", "--model"): "test_demo_options",
     ("demo", "--dtype"): "test_loading_options",
     ("demo", "--threads"): "test_loading_options",
@@ -649,6 +659,43 @@ def test_weights_options(base, tmp_path, capsys):
         assert "--weights" in capsys.readouterr().err, command
 
 
+def test_activations_options(base, tmp_path, capsys):
+    """--activations picks the quantized runtime's matvec inputs; fp32 inputs score the blocks without rounding the
+    activations (a different perplexity from int8's), and every command refuses it without --weights."""
+    text = tmp_path / "t.txt"
+    text.write_text(load_text("wikitext2-valid")[:4000])
+    scored = {}
+    for activations in QUANT_ACTIVATIONS:
+        json_path = tmp_path / f"{activations}.json"
+        assert main(["eval", str(base), "--weights", "q8_0", "--activations", activations, "--data", str(text),
+                     "--windows", "1", "--window-len", "64", "--json", str(json_path), "--quiet"]) == 0  # fmt: skip
+        scored[activations] = read_json(json_path)
+        assert scored[activations]["activations"] == activations
+    assert scored["int8"]["perplexity"] != scored["fp32"]["perplexity"]
+    assert main(["generate", str(base), "hi", "--weights", "q4_1", "--activations", "fp32", "--max-new-tokens", "2",
+                 "--raw"]) == 0  # fmt: skip
+    assert main(["bench", str(base), "--weights", "q4_0", "--activations", "fp32", "--repeats", "1",
+                 "--prompt-tokens", "4", "--new-tokens", "2", "--prefill-tokens", "8", "--json",
+                 str(tmp_path / "b.json"), "--quiet"]) == 0  # fmt: skip
+    assert read_json(tmp_path / "b.json")["activations"] == "fp32"
+    capsys.readouterr()
+    refused = {
+        "demo": ["demo", "--model", str(base)],
+        "eval": ["eval", str(base), "--data", str(text)],
+        "bench": ["bench", str(base)],
+        "convert": ["convert", str(base), "--method", "teal", "-o", str(tmp_path / "c")],
+        "export": ["export", str(base), "--width", "0.5", "-o", str(tmp_path / "x")],
+        "sweep": ["sweep", str(base), "--methods", "teal", "-o", str(tmp_path / "s")],
+        "report": ["report", str(tmp_path)],
+        "inspect": ["inspect", str(base)],
+        "oracle": ["oracle", str(base)],
+        "generate": ["generate", str(base), "hi"],
+    }
+    for command, argv in refused.items():
+        assert main([*argv, "--activations", "fp32"]) == 2, command
+        assert "--activations applies to quantized weights" in capsys.readouterr().err, command
+
+
 def test_every_option_has_a_test():
     options = parser_options()
     assert set(COVERAGE) - set(options) == set(), "options in the table that the parser no longer has"
@@ -658,3 +705,17 @@ def test_every_option_has_a_test():
         assert f'"{command}"' in source, f"{name} never runs `ponder {command}`"
         spellings = options[command, option]
         assert not spellings or any(f'"{s}"' in source for s in spellings), f"{name} never passes {option}"
+
+
+def test_cli_page_shows_every_commands_current_help():
+    """docs/cli.md's usage blocks are `ponder COMMAND --help`: regenerate with `python docs/cli_help.py`."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "docs" / "cli_help.py"
+    spec = importlib.util.spec_from_file_location("cli_help", path)
+    cli_help = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli_help)
+    page = cli_help.PAGE.read_text()
+    assert cli_help.render(page) == page, "docs/cli.md is stale: run python docs/cli_help.py"
+    assert all(f"## `ponder {name}`" in page for name in COMMANDS)

@@ -113,6 +113,7 @@ def _add_model(parser: argparse.ArgumentParser, *, positional: bool = True) -> N
 
 
 WEIGHTS = ("fp32", "q8_0", "q4_0", "q4_1")
+QUANT_ACTIVATIONS = ("int8", "fp32")
 QUANTIZED_COMMANDS = ("eval", "generate", "bench", "quantize")
 """Commands that run the quantized runtime; the others work on fp32 modules."""
 
@@ -125,6 +126,13 @@ def _add_loading(group: argparse._ActionsContainer) -> None:
         default=None,
         help="weight format: fp32 modules (default), or GGUF blocks run natively (q8_0, q4_0, q4_1; "
         f"{', '.join(QUANTIZED_COMMANDS[:-1])} and quantize); a quantized directory runs in its own format",
+    )
+    group.add_argument(
+        "--activations",
+        choices=QUANT_ACTIVATIONS,
+        default=None,
+        help="matvec inputs of the quantized runtime: int8 blocks (default; faster, as llama.cpp does) or fp32 "
+        "(no activation rounding: the fp32 path's tokens, about half the decode speed)",
     )
     group.add_argument("--threads", type=positive, default=None, help="torch intra-op threads (default: torch's)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -203,6 +211,8 @@ def _quantized(args: argparse.Namespace) -> bool:
     model = Path(getattr(args, "model", "") or "")
     stored = model.is_dir() and is_quantized_dir(model)
     if args.weights in (None, "fp32") and not stored:
+        if getattr(args, "activations", None) is not None:
+            raise PonderError("--activations applies to quantized weights: add --weights q8_0, q4_0 or q4_1")
         return False
     if stored and args.weights == "fp32":
         raise PonderError(f"{model} holds quantized blocks: drop --weights fp32, or run the original model")
@@ -237,7 +247,12 @@ def _load_quantized(args: argparse.Namespace, *, max_len: int):
 
     tokenizer = load_tokenizer(args.model)  # first: a bad reference fails before the weights are read
     weights = None if args.weights in (None, "fp32") else args.weights
-    return QuantDecoder(args.model, weights=weights, threads=args.threads, max_len=max_len), tokenizer
+    activations = args.activations or "int8"
+    decoder = QuantDecoder(args.model, weights=weights, activations=activations, threads=args.threads, max_len=max_len)
+    if not args.quiet:
+        for note in decoder.model.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return decoder, tokenizer
 
 
 def _no_knobs(args: argparse.Namespace) -> None:
@@ -310,6 +325,7 @@ def _eval_quantized(args: argparse.Namespace, text: str) -> None:
         decoder, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
     ).as_dict()
     result.update(model=args.model, data=args.data, budget=1.0, method="dense", weights=decoder.model.weights)
+    result["activations"] = decoder.activations
     _emit(args, result, render_eval)
 
 
