@@ -366,6 +366,11 @@ def test_generate_options(capsys, monkeypatch, teal):
     raw, templated = prompts
     assert raw == tokenizer("The river", add_special_tokens=False).input_ids
     assert templated == tokenizer("<s>The river</s><s>", add_special_tokens=False).input_ids  # CHAT_TEMPLATE
+    for extra in ([], ["--show-compute"]):  # --hold-budget reports what it spent, streamed or not
+        code, out, err = run_cli(capsys, *argv, "--raw", "--budget", "0.5", "--hold-budget", *extra)
+        assert code == 0, err
+        held = re.search(r"FFN compute spent ([0-9.]+) for budget 0.5 \(knob ended at ([0-9.]+)\)", out)
+        assert held and 0.0 < float(held.group(1)) <= 1.0 and 0.0 < float(held.group(2)) <= 1.0
 
 
 # --- demo ------------------------------------------------------------------------------------------------------
@@ -483,6 +488,7 @@ COVERAGE = {
     ("inspect", "--activations"): "test_activations_options",
     ("oracle", "--activations"): "test_activations_options",
     ("generate", "--activations"): "test_activations_options",
+    ("generate", "--hold-budget"): "test_generate_options",
     ("demo", "--model"): "test_demo_options",
     ("demo", "--dtype"): "test_loading_options",
     ("demo", "--threads"): "test_loading_options",

@@ -297,3 +297,63 @@ def test_teal_split_search_never_worse_than_uniform(family):
         computes[split] = module.pop_compute()[1] / (len(inputs) * module.dense_macs())
     assert errors["search"] <= errors["uniform"] + 1e-6
     assert abs(computes["search"] - 0.5) < 0.03
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_teal_wina_kernels_equal_its_reference_and_spend_the_budget(family):
+    from ponder.adaptive import replace_ffns
+    from ponder.methods.teal import TealConfig
+
+    inputs = torch.distributions.Laplace(0.0, 1.0).sample((512, 32)).mul_(torch.rand(32) + 0.2)
+    module = replace_ffns(tiny_model(family), "teal", TealConfig(score="wina"))[0]
+    path = module.token_forward()
+    with torch.no_grad():
+        module.calibrate(inputs)
+        module.set_budget(0.5)
+        module.pop_compute()
+        module.reference_forward(inputs)
+        assert module.pop_compute()[1] / (len(inputs) * module.dense_macs()) == pytest.approx(0.5, abs=0.03)
+        for t in range(8):
+            x = inputs[t : t + 1]
+            reference = module.reference_forward(x)
+            macs = module.pop_compute()[1]
+            for run in (module.fast_forward, lambda x: path(x[0].clone())[None]):
+                torch.testing.assert_close(run(x), reference, rtol=1e-5, atol=1e-5)
+                assert module.pop_compute()[1] == macs
+        module.set_budget(1.0)
+        torch.testing.assert_close(path(inputs[0].clone()), module.dense_forward(inputs[:1])[0], rtol=0, atol=0)
+
+
+def test_teal_wina_decides_by_the_ffn_not_its_parametrisation():
+    """Scaling input i by 1/s and its gate/up columns by s leaves the FFN as it was; WINA's scores, and so its
+    sparse outputs, stay the same, while magnitude scores (TEAL) change their decisions."""
+    from ponder.adaptive import replace_ffns
+    from ponder.methods.teal import TealConfig
+
+    inputs = (
+        torch.distributions.Laplace(0.0, 1.0)
+        .sample(
+            (256, 32),
+        )
+        .mul_(torch.rand(32) + 0.2)
+    )
+    scale = torch.ones(32)
+    scale[:8] = 8.0
+    outputs = {}
+    for score in ("wina", "magnitude"):
+        for rescaled in (False, True):
+            model = tiny_model("llama")
+            mlp = model.model.layers[0].mlp
+            x = inputs
+            if rescaled:
+                with torch.no_grad():
+                    mlp.gate_proj.weight.mul_(scale)
+                    mlp.up_proj.weight.mul_(scale)
+                x = inputs / scale
+            module = replace_ffns(model, "teal", TealConfig(score=score, split="uniform"))[0]
+            with torch.no_grad():
+                module.calibrate(x)
+                module.set_budget(0.5)
+                outputs[score, rescaled] = module.reference_forward(x)
+    torch.testing.assert_close(outputs["wina", True], outputs["wina", False], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(outputs["magnitude", True], outputs["magnitude", False], rtol=1e-3, atol=1e-4)

@@ -257,9 +257,11 @@ def _load_quantized(args: argparse.Namespace, *, max_len: int):
 
 def _no_knobs(args: argparse.Namespace) -> None:
     """Budgets and policies need an adaptive model; the quantized runtime runs dense models only."""
-    for option in ("budget", "budgets", "policy"):
-        if getattr(args, option, None) not in (None, 1.0, [1.0]):
-            raise PonderError(f"--{option} needs an adaptive model, which runs on fp32 modules: drop --weights")
+    for option in ("budget", "budgets", "policy", "hold_budget"):
+        value = getattr(args, option, None)
+        if value is not None and value is not False and value not in (1.0, [1.0]):
+            name = option.replace("_", "-")
+            raise PonderError(f"--{name} needs an adaptive model, which runs on fp32 modules: drop --weights")
 
 
 def _apply_knobs(model, args: argparse.Namespace) -> None:
@@ -476,9 +478,15 @@ def cmd_generate(args: argparse.Namespace) -> None:
     _apply_knobs(model, args)
     ids = _prompt(args, tokenizer)
     decoder = LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens)
+    controller = None
+    if args.hold_budget:
+        from ponder.adaptive import get_budget
+        from ponder.control import BudgetController
+
+        controller = BudgetController(model, get_budget(model))
     if args.show_compute:
-        return _generate_with_compute(args, model, tokenizer, decoder, ids)
-    _generate_plain(args, tokenizer, decoder, ids)
+        return _generate_with_compute(args, model, tokenizer, decoder, ids, controller)
+    _generate_plain(args, tokenizer, decoder, ids, controller)
 
 
 def _prompt(args: argparse.Namespace, tokenizer):
@@ -498,18 +506,31 @@ def _prompt(args: argparse.Namespace, tokenizer):
     return ids
 
 
-def _generate_plain(args: argparse.Namespace, tokenizer, decoder, ids) -> None:
+def _generate_plain(args: argparse.Namespace, tokenizer, decoder, ids, controller=None) -> None:
     from ponder.report.terminal import console
 
+    on_token = None if controller is None else lambda _: controller.update()
     start = time.perf_counter()
-    out = decoder.generate(ids, args.max_new_tokens, eos_token_id=tokenizer.eos_token_id)
+    out = decoder.generate(ids, args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, on_token=on_token)
     seconds = time.perf_counter() - start
     new = out[0, ids.shape[1] :]
     console.print(tokenizer.decode(new, skip_special_tokens=True), highlight=False, markup=False)
     console.print(f"[dim]{len(new)} tokens in {seconds:.2f} s ({len(new) / seconds:.1f} tok/s)[/]")
+    _held(controller)
 
 
-def _generate_with_compute(args: argparse.Namespace, model, tokenizer, decoder, ids) -> None:
+def _held(controller) -> None:
+    """What --hold-budget did: the compute spent against the target, and where the knob ended."""
+    from ponder.report.terminal import console
+
+    if controller is not None:
+        console.print(
+            f"[dim]FFN compute spent {controller.spent:.3f} for budget {controller.target:g} "
+            f"(knob ended at {controller.setting:.3f})[/]"
+        )
+
+
+def _generate_with_compute(args: argparse.Namespace, model, tokenizer, decoder, ids, controller=None) -> None:
     """Stream the answer, each token shaded by the FFN compute of the forward pass that chose it."""
     from rich.text import Text
 
@@ -524,6 +545,8 @@ def _generate_with_compute(args: argparse.Namespace, model, tokenizer, decoder, 
 
     def show(token) -> None:
         nonlocal shown, column
+        if controller is not None:
+            controller.update()
         spent.append(float(trace.pop()[-1].mean()))  # the last position's forward chose this token
         new.append(int(token[0]))
         text = tokenizer.decode(new, skip_special_tokens=True)
@@ -545,6 +568,7 @@ def _generate_with_compute(args: argparse.Namespace, model, tokenizer, decoder, 
         f"[dim]{len(new)} tokens in {seconds:.2f} s ({len(new) / seconds:.1f} tok/s, display included); "
         f"mean FFN compute {sum(spent) / len(spent):.3f} of dense (white = none, red = dense)[/]"
     )
+    _held(controller)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -828,6 +852,12 @@ def _generate_options(parser: argparse.ArgumentParser) -> None:
     _add_policy(parser)
     parser.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
     parser.add_argument("--show-compute", action="store_true", help="stream tokens shaded by the FFN compute used")
+    parser.add_argument(
+        "--hold-budget",
+        action="store_true",
+        help="steer the knob while generating so the FFN compute spent stays at --budget (thresholds calibrated on "
+        "other text drift on the model's own answers)",
+    )
 
 
 @dataclass(frozen=True)

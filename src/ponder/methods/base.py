@@ -106,6 +106,9 @@ class Tally:
 
     tokens: int = 0
     macs: int = 0
+    seen_tokens: int = 0
+    """Counted since the module was made, never reset (what `ponder.control.BudgetController` reads)."""
+    seen_macs: int = 0
 
 
 class SparseFFN(nn.Module):
@@ -226,10 +229,15 @@ class SparseFFN(nn.Module):
         if isinstance(macs, int) and self.trace is None:  # one decode token: no tensor work on the hot path
             tally.tokens += 1
             tally.macs += macs
+            tally.seen_tokens += 1
+            tally.seen_macs += macs
             return
         per_token = torch.as_tensor(macs, dtype=torch.int64).reshape(-1)
+        total = int(per_token.sum())
         tally.tokens += per_token.numel()
-        tally.macs += int(per_token.sum())
+        tally.macs += total
+        tally.seen_tokens += per_token.numel()
+        tally.seen_macs += total
         if self.trace is not None:
             self.trace.append(per_token.double() / self.dense_macs())
 

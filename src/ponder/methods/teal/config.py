@@ -17,7 +17,14 @@ class TealConfig(MethodConfig):
     "search" tries a few splits per budget and keeps the one with the smallest output error on calibration text
     (TEAL's greedy allocation across projections, within one FFN)."""
 
+    score: str = "magnitude"
+    """What a threshold compares: "magnitude" is TEAL's |x|; "wina" is WINA's |x| times the norm of the weight
+    column the entry multiplies (Chen et al., 2025, "WINA: Weight Informed Neuron Activation"), for the inputs of
+    gate/up and, in GLU FFNs, of down. The kernels run it by scaling x and dividing the weights (same FFN)."""
+
     def __post_init__(self) -> None:
+        if self.score not in ("magnitude", "wina"):
+            raise ValueError(f'score must be "magnitude" or "wina", got {self.score!r}')
         if not 0.0 < self.min_budget < 1.0:
             raise ValueError(f"min_budget must be in (0, 1), got {self.min_budget}")
         if self.split not in ("search", "uniform"):

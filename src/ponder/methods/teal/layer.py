@@ -30,7 +30,24 @@ class TealFFN(SparseFFN):
         )
         self.config = config
         self.gate_up_width = self.up.shape[0] * (2 if self.gate is not None else 1)  # MACs per kept input
-        self.register_buffer("in_major", layouts.teal_layout(self.gate, self.up), persistent=False)  # [D, P·Fp]
+        in_scale, mid_scale = wina_scales(self) if config.score == "wina" else (None, None)
+        self.register_buffer("in_scale", in_scale, persistent=False)  # [D] or None (magnitude scores)
+        self.register_buffer("mid_scale", mid_scale, persistent=False)  # [F] or None
+        gate, up = self.gate, self.up
+        with torch.no_grad():
+            if in_scale is not None:  # the kernels threshold |x·c| with gate/c and up·d/c, then h·d with down/d
+                gate = None if gate is None else gate / in_scale
+                up = up * mid_scale[:, None] / in_scale
+                self.down_t = self.down_t / mid_scale[:, None]
+            self.register_buffer("in_major", layouts.teal_layout(gate, up), persistent=False)  # [D, P·Fp]
+
+    def input_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """What the input threshold compares, per entry of x [N, D]."""
+        return x.abs() if self.in_scale is None else (x * self.in_scale).abs()
+
+    def mid_scores(self, h: torch.Tensor) -> torch.Tensor:
+        """What the intermediate threshold compares, per entry of h [N, F]."""
+        return h.abs() if self.mid_scale is None else (h * self.mid_scale).abs()
 
     def calibrate(self, inputs: torch.Tensor) -> None:
         """Per budget b, the kept fraction a of x (gate/up inputs) and m of the intermediate (down inputs) with
@@ -46,19 +63,21 @@ class TealFFN(SparseFFN):
                 if 0 < a <= 1 and 0 < m <= 1:
                     by_fraction.setdefault(a, []).append((g, m))
         fractions = sorted(by_fraction)
-        tau_in = dict(zip(fractions, quantile(inputs.abs(), 1 - torch.tensor(fractions)).tolist(), strict=True))
+        scores = self.input_scores(inputs)
+        tau_in = dict(zip(fractions, quantile(scores, 1 - torch.tensor(fractions)).tolist(), strict=True))
         tau_in.update({a: -1.0 for a in fractions if a >= 1})  # every input, however small
         # The intermediate's thresholds need an FFN pass per kept fraction of x: a 512-token subsample keeps that
         # cheap (786k values per quantile) where all 8192 tokens took 11 minutes for SmolLM2-135M.
         sample = inputs[torch.randperm(inputs.shape[0], generator=torch.Generator().manual_seed(0))[:512]]
+        sample_scores = self.input_scores(sample)
         dense = self.output(self.intermediate(sample))  # [S, D]
         best: dict[int, tuple[float, float, float]] = {}  # budget index -> (error, tau_in, tau_mid)
         for a in fractions:  # one FFN pass and one sort per kept fraction of x
-            h = self.intermediate(sample * (sample.abs() > tau_in[a]))
-            candidates = by_fraction[a]
-            taus_mid = quantile(h.abs(), 1 - torch.tensor([m for _, m in candidates])).tolist()
+            h = self.intermediate(sample * (sample_scores > tau_in[a]))
+            candidates, h_scores = by_fraction[a], self.mid_scores(h)
+            taus_mid = quantile(h_scores, 1 - torch.tensor([m for _, m in candidates])).tolist()
             for (g, _), tau_mid in zip(candidates, taus_mid, strict=True):
-                out = self.output(h * (h.abs() > tau_mid))
+                out = self.output(h * (h_scores > tau_mid))
                 error = ((out - dense).norm(dim=1) / dense.norm(dim=1).clamp_min(1e-12)).mean().item()
                 if g not in best or error < best[g][0]:
                     best[g] = error, tau_in[a], tau_mid
@@ -67,9 +86,9 @@ class TealFFN(SparseFFN):
         self.thresholds[-1] = -1.0  # budget 1: everything
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        kept_in = x.abs() > self.threshold[0]  # [N, D]
+        kept_in = self.input_scores(x) > self.threshold[0]  # [N, D]
         h = self.intermediate(x * kept_in)  # [N, F]
-        kept_mid = h.abs() > self.threshold[1]  # [N, F]
+        kept_mid = self.mid_scores(h) > self.threshold[1]  # [N, F]
         self._count(self.gate_up_width * kept_in.sum(1) + x.shape[1] * kept_mid.sum(1))
         return self.output(h * kept_mid)
 
@@ -82,6 +101,7 @@ class TealFFN(SparseFFN):
         if not self._native():
             return None
         tau_in, tau_mid = self.threshold_values
+        x = x if self.in_scale is None else x * self.in_scale
         out, kept_in, kept_mid = native.teal_ffn(
             x[0], self.in_major, self.down_t, tau_in, tau_mid, self.activation, self.gate is not None
         )
@@ -95,15 +115,25 @@ class TealFFN(SparseFFN):
             return None
         kernel = native.TealKernel(self.in_major, self.down_t, self.activation, self.gate is not None)
         dense = self.dense_token()
-        width, hidden, bias = self.gate_up_width, self.down_t.shape[1], self.down_bias
+        width, hidden, bias, scale = self.gate_up_width, self.down_t.shape[1], self.down_bias, self.in_scale
 
         def run(x: torch.Tensor) -> torch.Tensor:
             if self.budget >= FULL_BUDGET:
                 return dense(x)
             tau_in, tau_mid = self.threshold_values
-            out, kept_in, kept_mid = kernel(x, tau_in, tau_mid)
+            out, kept_in, kept_mid = kernel(x if scale is None else x * scale, tau_in, tau_mid)
             self._count(width * kept_in + hidden * kept_mid)
             return out if bias is None else out.add_(bias)
 
         run.kernel = kernel  # benchmarks/experiments/decode_kernel_ab.py swaps its function for an older build
         return run
+
+
+def wina_scales(module: SparseFFN) -> tuple[torch.Tensor, torch.Tensor]:
+    """WINA's weight norms: per input of gate/up the norm of its column in both ([D]), per neuron the norm of its
+    column of down ([F]; ones for a non-GLU FFN, where the activation forbids moving a scale through up). A zero
+    column (an input nothing reads) gets 1: its score is then its magnitude, and it changes nothing."""
+    parts = [w for w in (module.gate, module.up) if w is not None]
+    columns = torch.cat([w.detach().float() for w in parts]).norm(dim=0)  # [D]
+    neurons = module.down.detach().float().norm(dim=0) if module.gate is not None else torch.ones(module.up.shape[0])
+    return columns.masked_fill(columns == 0, 1.0), neurons.masked_fill(neurons == 0, 1.0)
