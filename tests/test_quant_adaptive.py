@@ -93,7 +93,7 @@ def _reference(decoder, layer: int, x: torch.Tensor, activations: str):
 @settings(max_examples=24, deadline=None)
 @given(
     fmt=st.sampled_from(FORMATS),
-    hidden_blocks=st.integers(1, 4),
+    hidden_blocks=st.integers(1, 8),
     ffn_blocks=st.integers(1, 5),
     tokens=st.integers(1, 5),
     threads=st.integers(1, 2),
@@ -168,3 +168,35 @@ def test_budget_changes_between_calls_and_bad_inputs_are_refused(small, tmp_path
     teal = _converted(tmp_path / "teal", model, method="teal")
     with pytest.raises(PonderError, match="runs cats"):
         AdaptiveQuantDecoder(teal, base=quantized)
+
+
+def test_cli_runs_a_converted_model_on_quantized_weights(tmp_path, saved_model, capsys):
+    """eval, bench (budgets and ceiling) and generate take a cats directory with --weights; its base's tokenizer."""
+    from ponder.cli import main
+    from ponder.data import load_text
+
+    model = AutoModelForCausalLM.from_pretrained(saved_model)
+    directory = _converted(tmp_path / "cats", model)
+    config = json.loads((directory / "ponder_config.json").read_text())
+    (directory / "ponder_config.json").write_text(json.dumps(config | {"base_model": str(saved_model)}))
+    text = tmp_path / "t.txt"
+    text.write_text(load_text("wikitext2-valid")[:3000])
+    argv = ["eval", str(directory), "--weights", "q4_1", "--budget", "0.5", "--data", str(text), "--windows", "1",
+            "--window-len", "48", "--json", str(tmp_path / "e.json"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert (result["method"], result["budget"], result["weights"]) == ("cats", 0.5, "q4_1")
+    assert 0.34 < result["ffn_compute"] < 0.9
+    argv = ["bench", str(directory), "--weights", "q8_0", "--budgets", "1,0.5", "--ceiling", "--repeats", "1",
+            "--prompt-tokens", "4", "--new-tokens", "3", "--prefill-tokens", "8", "--json", str(tmp_path / "b.json"),
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert bench["method"] == "cats" and [row["budget"] for row in bench["budgets"]] == [1.0, 0.5]
+    assert {"decode_tok_s", "decode_speedup", "ffn_compute", "ceiling_decode_speedup"} <= set(bench["budgets"][1])
+    assert bench["budgets"][0]["ffn_compute"] == 1.0
+    assert main(["generate", str(directory), "hello", "--weights", "q4_0", "--max-new-tokens", "3", "--raw"]) == 0
+    teal = _converted(tmp_path / "teal", model, method="teal")
+    capsys.readouterr()
+    assert main(["eval", str(teal), "--weights", "q4_1", "--data", str(text), "--quiet"]) == 2
+    assert "runs cats" in capsys.readouterr().err

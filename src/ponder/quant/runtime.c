@@ -657,7 +657,8 @@ static void attention_layer(const pq_model *m, const pq_layer *L, const pq_work 
 #include "sparse_ffn.h"
 
 static void ffn_layer(const pq_model *m, const pq_layer *L, const pq_work *w, int64_t T) {
-    const int64_t F = m->ffn, groups = (T + G - 1) / G * G;
+    /* F: the gate's rows, m->ffn or fewer (a prefix of neurons: the perfect executor of `ponder bench --ceiling`) */
+    const int64_t F = L->ffn_kind == PQ_FFN_DENSE ? L->gate.rows : m->ffn, groups = (T + G - 1) / G * G;
     norm_inputs(m, w, w->x, L->ffn_norm, T);
     if (L->ffn_kind == PQ_FFN_CATS) {
         cats_ffn(m, L, w, T);

@@ -12,59 +12,106 @@
  * sums need no reduction and every output value sums its neurons in ascending order whatever the thread count.
  */
 
-/* ---- acc[32·n] += a * row of n blocks (row starts at block b0 of a neuron-major down row) ---- */
+/* ---- down: y += Σ_j h_j · down_t[ids_j] over a tile of blocks, accumulators in registers ---- */
 
-static inline void axpy_block(int32_t format, const uint8_t *row, int64_t b, float a, float *acc) {
+#define PQ_TILE 6 /* blocks of D a tile holds: 12 zmm accumulators */
+#define PQ_AHEAD 6 /* neurons ahead whose tile is prefetched: the rows are scattered, the prefetcher cannot see them */
+
+/* One block b of a neuron-major row, dequantized: (lo, hi) = 32 values without the offset, *d and *shift its
+   scale and per-weight offset (w = d·q + shift). */
 #if defined(__AVX512F__)
-    __m512 lo, hi, scale, offset = _mm512_setzero_ps();
+static inline __attribute__((always_inline)) void load_block(const int format, const uint8_t *row, int64_t b,
+                                                             __m512 *lo, __m512 *hi, float *d, float *shift) {
     const __m128i m4 = _mm_set1_epi8(0x0f);
     if (format == PQ_Q4_1 || format == PQ_Q4_0) {
         const uint8_t *qs;
-        float d, shift;
         if (format == PQ_Q4_1) {
             const block_q4_1 *k = (const block_q4_1 *)row + b;
-            qs = k->qs, d = fp16(k->d), shift = fp16(k->m);
+            qs = k->qs, *d = fp16(k->d), *shift = fp16(k->m);
         } else {
             const block_q4_0 *k = (const block_q4_0 *)row + b;
-            qs = k->qs, d = fp16(k->d), shift = -8.0f * d;
+            qs = k->qs, *d = fp16(k->d), *shift = -8.0f * *d;
         }
         const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-        lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, m4)));
-        hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), m4)));
-        scale = _mm512_set1_ps(a * d), offset = _mm512_set1_ps(a * shift);
+        *lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, m4)));
+        *hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), m4)));
     } else if (format == PQ_Q8_0) {
         const block_q8_0 *k = (const block_q8_0 *)row + b;
-        lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)k->qs)));
-        hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(k->qs + 16))));
-        scale = _mm512_set1_ps(a * fp16(k->d));
+        *lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)k->qs)));
+        *hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(k->qs + 16))));
+        *d = fp16(k->d), *shift = 0.0f;
     } else {
-        lo = _mm512_loadu_ps((const float *)row + b * QK), hi = _mm512_loadu_ps((const float *)row + b * QK + 16);
-        scale = _mm512_set1_ps(a);
+        *lo = _mm512_loadu_ps((const float *)row + b * QK), *hi = _mm512_loadu_ps((const float *)row + b * QK + 16);
+        *d = 1.0f, *shift = 0.0f;
     }
-    _mm512_storeu_ps(acc, _mm512_fmadd_ps(lo, scale, _mm512_add_ps(_mm512_loadu_ps(acc), offset)));
-    _mm512_storeu_ps(acc + 16, _mm512_fmadd_ps(hi, scale, _mm512_add_ps(_mm512_loadu_ps(acc + 16), offset)));
-#else
-    float w[QK];
-    const pq_mat one = {row + (size_t)b * row_bytes(format, QK), NULL, 1, QK, format, 0};
-    dequantize_row(&one, 0, w);
-    for (int j = 0; j < QK; j++) acc[j] += a * w[j];
-#endif
 }
+
+static inline __attribute__((always_inline)) void down_tile(const int format, const int nb, const pq_mat *down_t,
+                                                            const int32_t *ids, const float *h, int64_t n,
+                                                            int64_t b, float *y) {
+    const size_t stride = row_bytes(format, down_t->cols), offset = (size_t)b * row_bytes(format, QK);
+    const uint8_t *base = (const uint8_t *)down_t->data;
+    __m512 lo[PQ_TILE], hi[PQ_TILE];
+    float shifts[PQ_TILE];
+    for (int k = 0; k < nb; k++) lo[k] = hi[k] = _mm512_setzero_ps(), shifts[k] = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+        if (j + PQ_AHEAD < n) {
+            const char *ahead = (const char *)base + (size_t)ids[j + PQ_AHEAD] * stride + offset;
+            for (size_t line = 0; line < row_bytes(format, (int64_t)nb * QK); line += 64)
+                _mm_prefetch(ahead + line, _MM_HINT_T0);
+        }
+        const uint8_t *row = base + (size_t)ids[j] * stride;
+        const float a = h[j];
+        for (int k = 0; k < nb; k++) {
+            __m512 wl, wh;
+            float d, shift;
+            load_block(format, row, b + k, &wl, &wh, &d, &shift);
+            const __m512 scale = _mm512_set1_ps(a * d);
+            lo[k] = _mm512_fmadd_ps(wl, scale, lo[k]), hi[k] = _mm512_fmadd_ps(wh, scale, hi[k]);
+            shifts[k] = fmaf(a, shift, shifts[k]);
+        }
+    }
+    for (int k = 0; k < nb; k++) {
+        float *out = y + (b + k) * QK;
+        const __m512 shift = _mm512_set1_ps(shifts[k]);
+        _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), _mm512_add_ps(lo[k], shift)));
+        _mm512_storeu_ps(out + 16, _mm512_add_ps(_mm512_loadu_ps(out + 16), _mm512_add_ps(hi[k], shift)));
+    }
+}
+
+#define PQ_TILES(format)                                                                                              \
+    switch (nb) {                                                                                                     \
+    case 1: down_tile(format, 1, down_t, ids, h, n, b, y); break;                                                     \
+    case 2: down_tile(format, 2, down_t, ids, h, n, b, y); break;                                                     \
+    case 3: down_tile(format, 3, down_t, ids, h, n, b, y); break;                                                     \
+    case 4: down_tile(format, 4, down_t, ids, h, n, b, y); break;                                                     \
+    case 5: down_tile(format, 5, down_t, ids, h, n, b, y); break;                                                     \
+    default: down_tile(format, PQ_TILE, down_t, ids, h, n, b, y);                                                     \
+    }
+#endif
 
 /* y[D] += Σ_j h[j] · down_t[ids[j]] over the blocks [b0, b1) of D, neurons in the order given. */
 static void down_rows(const pq_mat *down_t, const int32_t *ids, const float *h, int64_t n, int64_t b0, int64_t b1,
                       float *y) {
-    enum { TILE = 4 }; /* blocks whose 128 accumulators stay in L1 lines the tile owns */
-    const size_t stride = row_bytes(down_t->format, down_t->cols);
-    for (int64_t b = b0; b < b1; b += TILE) {
-        const int64_t nb = b + TILE <= b1 ? TILE : b1 - b;
-        float acc[TILE * QK] __attribute__((aligned(64)));
-        memset(acc, 0, sizeof(acc));
-        for (int64_t j = 0; j < n; j++) {
-            const uint8_t *row = (const uint8_t *)down_t->data + (size_t)ids[j] * stride;
-            for (int64_t k = 0; k < nb; k++) axpy_block(down_t->format, row, b + k, h[j], acc + k * QK);
+    for (int64_t b = b0; b < b1; b += PQ_TILE) {
+        const int64_t nb = b + PQ_TILE <= b1 ? PQ_TILE : b1 - b;
+#if defined(__AVX512F__)
+        switch (down_t->format) {
+        case PQ_Q4_1: PQ_TILES(PQ_Q4_1); break;
+        case PQ_Q4_0: PQ_TILES(PQ_Q4_0); break;
+        case PQ_Q8_0: PQ_TILES(PQ_Q8_0); break;
+        default: PQ_TILES(PQ_F32);
         }
-        for (int64_t v = 0; v < nb * QK; v++) y[b * QK + v] += acc[v];
+#else
+        float w[PQ_TILE * QK];
+        const size_t stride = row_bytes(down_t->format, down_t->cols);
+        pq_mat tile = {NULL, NULL, 1, nb * QK, down_t->format, 0};
+        for (int64_t j = 0; j < n; j++) {
+            tile.data = (const uint8_t *)down_t->data + (size_t)ids[j] * stride + b * row_bytes(down_t->format, QK);
+            dequantize_row(&tile, 0, w);
+            for (int64_t v = 0; v < nb * QK; v++) y[b * QK + v] += h[j] * w[v];
+        }
+#endif
     }
 }
 
@@ -144,14 +191,24 @@ static void cats_ffn(const pq_model *m, const pq_layer *L, const pq_work *w, int
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; t++)
         w->counts[t] = select_neurons(L, w->ffn + t * F, F, w->active + t * F, w->magnitudes + thread_id() * F);
+    const size_t stride = row_bytes(L->up.format, L->up.cols);
     for (int64_t t = 0; t < T; t++) { /* up rows of the active neurons: h = a * up */
         const int32_t *ids = w->active + t * F;
         float *h = w->ffn + t * F;
         const block_act *xq = xq_row(w, t, D / QK);
 #pragma omp for schedule(static)
-        for (int64_t j = 0; j < w->counts[t]; j++) h[j] *= row_dot(&L->up, ids[j], xq, w->xn + t * D);
+        for (int64_t j = 0; j < w->counts[t]; j++) {
+#if defined(__AVX512F__)
+            if (j + 2 < w->counts[t]) { /* the next rows are scattered: fetch one ahead of the prefetcher */
+                const char *ahead = (const char *)L->up.data + (size_t)ids[j + 2] * stride;
+                for (size_t line = 0; line < stride; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+            }
+#endif
+            h[j] *= row_dot(&L->up, ids[j], xq, w->xn + t * D);
+        }
     }
     const int64_t nb = D / QK, threads = thread_count(), me = thread_id();
+    (void)stride;
     const int64_t b0 = nb * me / threads, b1 = nb * (me + 1) / threads; /* this thread's blocks of D */
     for (int64_t t = 0; t < T; t++)
         down_rows(&L->down_t, w->active + t * F, w->ffn + t * F, w->counts[t], b0, b1, w->x + t * D);
