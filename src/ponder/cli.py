@@ -217,9 +217,9 @@ def _quantized(args: argparse.Namespace) -> bool:
     if stored and args.weights == "fp32":
         raise PonderError(f"{model} holds quantized blocks: drop --weights fp32, or run the original model")
     if model.is_dir() and (model / CONFIG_FILE).exists():
-        raise PonderError(
-            f"{model} is an adaptive model; adaptive methods run on fp32 modules: drop --weights {args.weights}"
-        )
+        from ponder.quant.adaptive import read_converted
+
+        read_converted(model)  # a method the runtime lacks is refused here, naming the ones it runs
     if args.dtype not in ("float32", "fp32"):
         raise PonderError(f"--dtype {args.dtype} applies to fp32 weights: drop it, or drop --weights")
     if args.command not in QUANTIZED_COMMANDS:
@@ -242,26 +242,53 @@ def _load(args: argparse.Namespace, name: str | None = None):
 def _load_quantized(args: argparse.Namespace, *, max_len: int):
     """The quantized runtime for the model as --weights asks (its own format for a quantized directory), and the
     model's tokenizer."""
-    from ponder.models.load import load_tokenizer
     from ponder.quant import QuantDecoder
 
-    tokenizer = load_tokenizer(args.model)  # first: a bad reference fails before the weights are read
+    tokenizer = _quantized_tokenizer(args)  # first: a bad reference fails before the weights are read
     weights = None if args.weights in (None, "fp32") else args.weights
     activations = args.activations or "int8"
-    decoder = QuantDecoder(args.model, weights=weights, activations=activations, threads=args.threads, max_len=max_len)
+    if _adaptive_dir(args):
+        from ponder.quant.adaptive import AdaptiveQuantDecoder
+
+        budget = getattr(args, "budget", None)
+        decoder = AdaptiveQuantDecoder(args.model, weights=weights, budget=budget, activations=activations,
+                                       threads=args.threads, max_len=max_len)  # fmt: skip
+    else:
+        decoder = QuantDecoder(
+            args.model, weights=weights, activations=activations, threads=args.threads, max_len=max_len
+        )
     if not args.quiet:
         for note in decoder.model.notes:
             print(f"note: {note}", file=sys.stderr)
     return decoder, tokenizer
 
 
+def _adaptive_dir(args: argparse.Namespace) -> bool:
+    from ponder.state import CONFIG_FILE
+
+    return (Path(args.model) / CONFIG_FILE).is_file()
+
+
+def _quantized_tokenizer(args: argparse.Namespace):
+    """The tokenizer of the model, or of a converted directory's base model."""
+    from ponder.models.load import load_tokenizer
+
+    if _adaptive_dir(args):
+        from ponder.quant.adaptive import read_converted
+
+        return load_tokenizer(read_converted(args.model)[0]["base_model"])
+    return load_tokenizer(args.model)
+
+
 def _no_knobs(args: argparse.Namespace) -> None:
-    """Budgets and policies need an adaptive model; the quantized runtime runs dense models only."""
-    for option in ("budget", "budgets", "policy", "hold_budget"):
+    """Budgets need an adaptive model (the quantized runtime runs a converted directory's method); policies need
+    routed methods, which it does not run; holding a budget runs on fp32 modules."""
+    adaptive = _adaptive_dir(args)
+    for option in ("policy", "hold_budget") if adaptive else ("budget", "budgets", "policy", "hold_budget"):
         value = getattr(args, option, None)
         if value is not None and value is not False and value not in (1.0, [1.0]):
             name = option.replace("_", "-")
-            raise PonderError(f"--{name} needs an adaptive model, which runs on fp32 modules: drop --weights")
+            raise PonderError(f"--{name} needs an adaptive model of a method the quantized runtime runs")
 
 
 def _apply_knobs(model, args: argparse.Namespace) -> None:
@@ -326,7 +353,12 @@ def _eval_quantized(args: argparse.Namespace, text: str) -> None:
     result = decoder_perplexity(
         decoder, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
     ).as_dict()
-    result.update(model=args.model, data=args.data, budget=1.0, method="dense", weights=decoder.model.weights)
+    adaptive = {"budget": 1.0, "method": "dense"}
+    if hasattr(decoder, "ffn_compute"):
+        # each skipped neuron skips its rows' bytes in the same format: bytes follow MACs
+        compute = decoder.ffn_compute
+        adaptive = {"budget": decoder.budget, "method": decoder.method, "ffn_compute": compute, "ffn_bytes": compute}
+    result.update(model=args.model, data=args.data, weights=decoder.model.weights, **adaptive)
     result["activations"] = decoder.activations
     _emit(args, result, render_eval)
 
@@ -375,13 +407,15 @@ def _bench_quantized(args: argparse.Namespace) -> None:
     from ponder.report.terminal import render_bench
 
     _no_knobs(args)
-    if args.ceiling:
-        raise PonderError("--ceiling times adaptive budgets, which run on fp32 modules: drop --weights")
+    if args.ceiling and not _adaptive_dir(args):
+        raise PonderError("--ceiling times adaptive budgets: give a converted model")
     max_len = max(args.prompt_tokens + args.new_tokens, args.prefill_tokens)
     decoder, tokenizer = _load_quantized(args, max_len=max_len)
     result = benchmark_quantized(
         decoder,
         tokenizer,
+        budgets=args.budgets if _adaptive_dir(args) else [],
+        ceiling=args.ceiling,
         prompt_tokens=args.prompt_tokens,
         new_tokens=args.new_tokens,
         prefill_tokens=args.prefill_tokens,
@@ -465,10 +499,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if _quantized(args):
         _no_knobs(args)
         if args.show_compute:
-            raise PonderError("--show-compute shades adaptive compute; a quantized model is dense: drop one")
-        from ponder.models.load import load_tokenizer
-
-        tokenizer = load_tokenizer(args.model)
+            raise PonderError("--show-compute shades per-token compute of fp32 modules: drop --weights")
+        tokenizer = _quantized_tokenizer(args)
         ids = _prompt(args, tokenizer)
         decoder, _ = _load_quantized(args, max_len=ids.shape[1] + args.max_new_tokens)
         return _generate_plain(args, tokenizer, decoder, ids)

@@ -45,6 +45,14 @@ def budget_grid(min_budget: float, step: float = 0.05) -> torch.Tensor:
     return torch.tensor(points, dtype=torch.float32)
 
 
+def interpolate_thresholds(grid: torch.Tensor, thresholds: torch.Tensor, budget: float) -> torch.Tensor:
+    """The thresholds at `budget`, linear between the calibrated budgets `grid` [G] (ascending) of `thresholds`
+    [G, ...]: what `set_budget` runs, shared with executors that read a saved table (the quantized runtime)."""
+    upper = int(torch.searchsorted(grid, torch.tensor(budget)).clamp(1, len(grid) - 1))
+    weight = (budget - grid[upper - 1]) / (grid[upper] - grid[upper - 1])
+    return torch.lerp(thresholds[upper - 1], thresholds[upper], weight.clamp(0, 1))
+
+
 def quantile(values: torch.Tensor, q: torch.Tensor, sample: int = 4_000_000) -> torch.Tensor:
     """Quantiles of a large tensor (torch.quantile refuses more than 16M elements): on a fixed subsample."""
     flat = values.reshape(-1).float()
@@ -198,10 +206,7 @@ class SparseFFN(nn.Module):
                 f"budget {budget} is below the lowest calibrated for {self.method} ({self.min_budget:.2f}): "
                 "use a higher budget or reconvert with a lower --min-budget"
             )
-        grid = self.budget_grid
-        upper = int(torch.searchsorted(grid, torch.tensor(budget)).clamp(1, len(grid) - 1))
-        weight = (budget - grid[upper - 1]) / (grid[upper] - grid[upper - 1])
-        self.threshold = torch.lerp(self.thresholds[upper - 1], self.thresholds[upper], weight.clamp(0, 1))
+        self.threshold = interpolate_thresholds(self.budget_grid, self.thresholds, budget)
         self.threshold_values = self.threshold.reshape(-1).tolist()  # for kernels: no tensor→float per token
         self.budget = budget
 

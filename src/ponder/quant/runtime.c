@@ -51,7 +51,16 @@ typedef struct {
     const float *q_norm, *k_norm;      /* [E] per-head norms (Qwen3) or NULL */
     pq_mat q, k, v, o, gate, up, down;
     float *k_cache, *v_cache; /* [K, max_len, E] */
+    /* The FFN kind and its parameters for the current budget (set from Python when the budget changes). */
+    int32_t ffn_kind; /* PQ_FFN_DENSE, or PQ_FFN_CATS: up and down rows only for neurons with |act(gate)| > threshold */
+    int32_t top_k;    /* > 0: exactly this many neurons a token (the largest |act(gate)|), else the threshold */
+    float threshold;
+    int32_t pad2_;
+    pq_mat down_t;  /* [F, D] the down projection neuron-major (requantized along D), read by sparse kinds */
+    int64_t *spent; /* += active neurons over the tokens of each call (sparse kinds), or NULL */
 } pq_layer;
+
+enum { PQ_FFN_DENSE = 0, PQ_FFN_CATS = 1 };
 
 typedef struct {
     int64_t layers, hidden, ffn, heads, kv_heads, head_dim, vocab, max_len, max_tokens;
@@ -451,6 +460,8 @@ void pq_dequantize(const pq_mat *w, float *out) {
 
 typedef struct {
     float *x, *xn, *qkv, *ffn, *scores, *rows;
+    int32_t *active, *counts; /* sparse kinds: [T, F] active neuron ids and [T] their counts a token */
+    float *magnitudes;        /* [threads, F] the top-k selection's scratch */
     block_act *xq;
     block_grp *xg;
     int quantized; /* whether matvecs read xq (else xn only) */
@@ -492,6 +503,9 @@ static size_t carve(const pq_model *m, pq_work *w, uint8_t *base) {
     TAKE(xq, block_act, T * (widest / QK));
     TAKE(xg, block_grp, (T + G - 1) / G * (widest / QK));
     TAKE(rows, float, (int64_t)max_threads(m) * 2 * ((T + G - 1) / G * G));
+    TAKE(active, int32_t, T * m->ffn);
+    TAKE(counts, int32_t, T);
+    TAKE(magnitudes, float, (int64_t)max_threads(m) * m->ffn);
 #undef TAKE
     return at;
 }
@@ -640,9 +654,16 @@ static void attention_layer(const pq_model *m, const pq_layer *L, const pq_work 
     matmul_rows(m, &L->o, w, T, w->x, D, 1);
 }
 
+#include "sparse_ffn.h"
+
 static void ffn_layer(const pq_model *m, const pq_layer *L, const pq_work *w, int64_t T) {
-    const int64_t F = m->ffn, groups = (T + G - 1) / G * G;
+    /* F: the gate's rows, m->ffn or fewer (a prefix of neurons: the perfect executor of `ponder bench --ceiling`) */
+    const int64_t F = L->ffn_kind == PQ_FFN_DENSE ? L->gate.rows : m->ffn, groups = (T + G - 1) / G * G;
     norm_inputs(m, w, w->x, L->ffn_norm, T);
+    if (L->ffn_kind == PQ_FFN_CATS) {
+        cats_ffn(m, L, w, T);
+        return;
+    }
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < F; r++) { /* gate and up of neuron r together, SwiGLU into the down input */
         float *g = row_scratch(w, m), *u = g + groups;

@@ -30,6 +30,8 @@ from ponder.quant.formats import Format
 from ponder.quant.weights import EMBED, QuantModel, QuantTensor, is_quantized_dir, load_quantized, read_gguf
 
 _SOURCE = "runtime.c"
+_INCLUDED = ("sparse_ffn.h",)
+"""Files runtime.c includes: part of the build's hash."""
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 ACT_BLOCK_BYTES = 40
 """Bytes of one quantized activation block (runtime.c's block_act: fp32 d, fp32 d·sum(q), 32 int8)."""
@@ -59,6 +61,12 @@ class Layer(ctypes.Structure):
         *[(name, Mat) for name in ("q", "k", "v", "o", "gate", "up", "down")],
         ("k_cache", ctypes.c_void_p),
         ("v_cache", ctypes.c_void_p),
+        ("ffn_kind", ctypes.c_int32),
+        ("top_k", ctypes.c_int32),
+        ("threshold", ctypes.c_float),
+        ("pad2_", ctypes.c_int32),
+        ("down_t", Mat),
+        ("spent", ctypes.c_void_p),
     ]
 
 
@@ -95,6 +103,7 @@ def _signatures() -> dict[str, tuple[list, type | None]]:
         "pq_work_bytes": ([model], i64),
         "pq_forward": ([model, pointer, i64, i64, pointer, i32], i32),
         "pq_argmax": ([pointer, i64], i64),
+        "pq_ffn": ([model, ctypes.POINTER(Layer), pointer, i64, pointer, pointer], i32),
     }
 
 
@@ -134,7 +143,8 @@ def load_library(path: Path) -> ctypes.CDLL:
 
 def library_for(flags: tuple[str, ...] = FLAGS) -> ctypes.CDLL:
     """The runtime built with `flags`, cached under the ponder cache by source and flags hash."""
-    digest = hashlib.sha256(source_path().read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
+    sources = b"".join((source_path().parent / name).read_bytes() for name in (_SOURCE, *_INCLUDED))
+    digest = hashlib.sha256(sources + " ".join(flags).encode()).hexdigest()[:16]
     target = cache_root() / "kernels" / f"quant-{digest}.so"
     if not target.exists():
         build(target, flags)
