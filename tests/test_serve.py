@@ -28,9 +28,10 @@ import uvicorn
 
 from conftest import tiny_model
 from ponder.adaptive import convert
+from ponder.errors import PonderError
 from ponder.inference import LeanDecoder
 from ponder.quant import QuantDecoder
-from ponder.serve import lean_backend, quant_backend
+from ponder.serve import lean_backend, quant_backend, serve
 from ponder.serve.app import create_app
 from ponder.serve.engine import Engine
 
@@ -273,13 +274,18 @@ def test_timeout_ends_the_request_cleanly(teal, chat_tokenizer):
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
 
+def test_a_busy_port_is_one_line_error(teal, chat_tokenizer):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(PonderError, match="choose another --port"):
+            serve(lean_backend(teal, chat_tokenizer), model=MODEL, port=taken.getsockname()[1])
+
+
 def test_sigterm_lets_the_running_request_finish(tmp_path, tokenizer):
     """`ponder serve` in its own process: SIGTERM mid-stream, the stream still ends with [DONE], exit 0."""
     path = tmp_path / "tiny"
-    torch.manual_seed(0)
-    model = tiny_model("llama")
-    model.config.max_position_embeddings = 4096
-    model.save_pretrained(path)
+    tiny_model("llama").save_pretrained(path)
     tokenizer.save_pretrained(path)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": SRC}
@@ -294,7 +300,7 @@ def test_sigterm_lets_the_running_request_finish(tmp_path, tokenizer):
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        body = {"prompt": "The river", "max_tokens": 3000, "temperature": 0, "stream": True}
+        body = {"prompt": "The river", "max_tokens": 400, "temperature": 0, "stream": True}
         events = []
         with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=60) as response:
             for line in response.iter_lines():
@@ -302,8 +308,8 @@ def test_sigterm_lets_the_running_request_finish(tmp_path, tokenizer):
                     events.append(line)
                     if len(events) == 3:
                         process.send_signal(signal.SIGTERM)
-        assert events[-1] == "data: [DONE]"
-        assert json.loads(events[-2])["choices"][0]["finish_reason"] in ("stop", "length")
+        assert events[-1] == "data: [DONE]" and len(events) > 3  # the stream went on past the signal, to its end
+        assert json.loads(events[-2].removeprefix("data: "))["choices"][0]["finish_reason"] in ("stop", "length")
         assert process.wait(30) == 0
     finally:
         if process.poll() is None:

@@ -6,8 +6,12 @@ under uvicorn. The app is importable alone (`create_app`), so tests and embeddin
 
 from __future__ import annotations
 
+import signal
+import socket
+import threading
 from pathlib import Path
 
+from ponder.errors import PonderError
 from ponder.serve.engine import MAX_CONTEXT, Engine, LeanBackend, QuantBackend
 
 
@@ -48,6 +52,7 @@ def serve(
 
     from ponder.serve.app import create_app
 
+    _check_free(host, port)
     engine = Engine(backend, max_queue=max_queue, timeout=timeout)
     model_id, aliases = model_names(model)
     app = create_app(engine, model_id=model_id, aliases=aliases)
@@ -56,10 +61,31 @@ def serve(
         timeout_graceful_shutdown=max(1, round(timeout)),
     )  # fmt: skip
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler it found: make that one
+    # a clean exit (status 0), as a service manager expects of a requested stop. Ctrl-C stays KeyboardInterrupt.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly) if main else None
     try:
         server.run()
     finally:
         engine.close()
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _check_free(host: str, port: int) -> None:
+    """Refuse a host and port that cannot be listened on, in one line (uvicorn would log it and exit 1)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+            probe.bind((host, port))
+    except OSError as e:
+        raise PonderError(f"cannot listen on {host}:{port} ({e.strerror}): choose another --port or --host") from None
+
+
+def _exit_cleanly(signum: int, frame) -> None:
+    raise SystemExit(0)
 
 
 __all__ = ["Engine", "LeanBackend", "QuantBackend", "context_length", "lean_backend", "quant_backend", "serve"]

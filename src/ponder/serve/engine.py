@@ -36,7 +36,7 @@ class LeanBackend:
     """An fp32 model (dense, or adaptive with a per-request budget) through the lean decoder's runner."""
 
     def __init__(self, model, tokenizer, *, max_len: int):
-        from ponder.adaptive import adaptive_modules
+        from ponder.adaptive import adaptive_modules, get_budget
         from ponder.inference import LeanDecoder
 
         self.model, self.tokenizer, self.max_len = model, tokenizer, max_len
@@ -44,11 +44,11 @@ class LeanBackend:
         self.modules = adaptive_modules(model)
         self.adaptive = bool(self.modules)
         self.eos = _eos_ids(tokenizer, model.config)
+        self._default = get_budget(model)  # now: requests set the model's budget as they run
 
     def default_budget(self) -> float:
-        from ponder.adaptive import get_budget
-
-        return get_budget(self.model)
+        """The budget of a request that gives none: the model's when the backend was made."""
+        return self._default
 
     def set_budget(self, budget: float) -> None:
         from ponder.adaptive import set_budget

@@ -27,10 +27,17 @@ class TextStream:
         if self.stopped:
             return ""
         self.ids.append(token)
+        return self._advance(final=False)
+
+    def finish(self) -> str:
+        """Whatever is still held back, at the end of the completion (a half character decodes as U+FFFD)."""
+        return "" if self.stopped else self._advance(final=True)
+
+    def _advance(self, final: bool) -> str:
         decode = self.tokenizer.decode
         before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
         after = decode(self.ids[self.prefix :], skip_special_tokens=True)
-        if len(after) <= len(before) or after.endswith("\ufffd"):  # nothing yet, or half a UTF-8 character
+        if not final and (len(after) <= len(before) or after.endswith("\ufffd")):  # e.g. half a UTF-8 character
             return ""
         self.text += after[len(before) :]
         self.prefix, self.read = self.read, len(self.ids)
@@ -38,13 +45,8 @@ class TextStream:
             at = self.text.find(stop, max(0, self.sent - len(stop) + 1))
             if at >= 0:
                 self.stopped, self.text = True, self.text[:at]
-        if self.stopped:
-            return self._release(len(self.text))
-        return self._release(len(self.text) - self._held(self.text))
-
-    def finish(self) -> str:
-        """Whatever is still held back, at the end of the completion."""
-        return self._release(len(self.text))
+        held = 0 if self.stopped or final else self._held(self.text)
+        return self._release(len(self.text) - held)
 
     def _held(self, text: str) -> int:
         """Length of the longest tail of `text` that begins a stop string."""
