@@ -30,6 +30,7 @@ from conftest import tiny_model
 from ponder.adaptive import convert
 from ponder.errors import PonderError
 from ponder.inference import LeanDecoder
+from ponder.inference.sampling import Sampling, sample_token
 from ponder.quant import QuantDecoder
 from ponder.serve import lean_backend, quant_backend, serve
 from ponder.serve.app import create_app
@@ -250,7 +251,7 @@ def test_load_is_answered_or_refused_cleanly(teal, chat_tokenizer):
 def test_disconnect_stops_the_decode_and_frees_the_slot(teal, chat_tokenizer):
     backend = Slowed(lean_backend(teal, chat_tokenizer), 0.005)
     with running(backend, max_queue=1) as (url, engine), httpx.Client(base_url=url, timeout=30) as http:
-        body = {"prompt": "The river", "max_tokens": 400, "temperature": 0, "stream": True}
+        body = {"prompt": "The river", "max_tokens": 400, "temperature": 0, "budget": 1.0, "stream": True}
         with http.stream("POST", "/v1/completions", json=body) as response:
             lines = response.iter_lines()
             assert sum(1 for _, line in zip(range(6), lines, strict=False) if line.startswith("data:")) >= 2
@@ -267,8 +268,9 @@ def test_disconnect_stops_the_decode_and_frees_the_slot(teal, chat_tokenizer):
 
 def test_timeout_ends_the_request_cleanly(teal, chat_tokenizer):
     backend = Slowed(lean_backend(teal, chat_tokenizer), 0.005)
+    body = {"prompt": "The river", "max_tokens": 400, "temperature": 0, "budget": 1.0}  # greedy: no end token in 400
     with running(backend, timeout=0.3) as (url, engine):
-        response = httpx.post(f"{url}/v1/completions", json={"prompt": "The", "max_tokens": 400}, timeout=30)
+        response = httpx.post(f"{url}/v1/completions", json=body, timeout=30)
         assert response.status_code == 504 and "timeout" in response.json()["error"]["message"]
         assert engine.metrics.recent[-1]["completion_tokens"] < 400
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
@@ -314,3 +316,22 @@ def test_sigterm_lets_the_running_request_finish(tmp_path, tokenizer):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_sampling_follows_temperature_top_p_and_seed():
+    """The helper both backends sample through: greedy at temperature 0, only the nucleus drawn from, a seed
+    repeats its draws, and a low temperature sharpens the distribution."""
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])  # softmax: 0.64, 0.23, 0.09, 0.03, 0.01
+    assert sample_token(logits, Sampling(temperature=0), None) == 0
+    nucleus = Sampling(temperature=1.0, top_p=0.8, seed=1)
+    generator = nucleus.generator()
+    assert {sample_token(logits, nucleus, generator) for _ in range(300)} == {0, 1}  # 0.64 + 0.23 reaches 0.8
+    seeded = Sampling(seed=5)
+    draws = [[sample_token(logits, seeded, g) for _ in range(50)] for g in (seeded.generator(), seeded.generator())]
+    assert draws[0] == draws[1] and len(set(draws[0])) > 2
+    cold = Sampling(temperature=0.1, seed=0)
+    generator = cold.generator()
+    assert sum(sample_token(logits, cold, generator) == 0 for _ in range(100)) >= 99
+    for bad in ({"temperature": -0.5}, {"top_p": 0.0}, {"top_p": 1.5}):
+        with pytest.raises(PonderError):
+            Sampling(**bad)

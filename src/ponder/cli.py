@@ -61,31 +61,29 @@ def budget_list(text: str) -> list[float]:
     return values
 
 
-def positive(text: str) -> int:
+def _number(text: str, kind: type[int] | type[float], what: str) -> int | float:
     try:
-        value = int(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+
+
+def positive(text: str) -> int:
+    value = _number(text, int, "an integer")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
 
 
 def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port '{text}' is not an integer") from None
+    value = _number(text, int, "a port number")
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"port must lie in 1..65535, got {value}")
     return value
 
 
 def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    value = _number(text, float, "a number of seconds")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value}")
     return value

@@ -13,6 +13,7 @@ them the same way for both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
@@ -228,8 +229,9 @@ class Engine:
             if job is not None:
                 job.emit(Done("shutdown", 0, 0.0, 0.0, "the server is shutting down: retry later"))
         if self.running is not None:
-            self.running.cancelled.set()
-        self.queue.put(None)
+            self.running.cancel("shutdown")
+        with contextlib.suppress(queue.Full):  # full only of an earlier close's None
+            self.queue.put_nowait(None)
         self._thread.join(wait)
 
     # --- the worker thread ------------------------------------------------------------------------------------
@@ -282,7 +284,10 @@ class Engine:
                 break
             logits = backend.logits([token])
         seconds = time.perf_counter() - start
-        message = f"the request ran past the {self.timeout:g} s timeout" if reason == "timeout" else ""
+        message = {
+            "timeout": f"the request ran past the {self.timeout:g} s timeout",
+            "shutdown": "the server shut down before the request finished: retry later",
+        }.get(reason, "")
         return Done(reason, tokens, backend.compute(), seconds, message)
 
     def _record(self, job: Job, done: Done) -> None:
