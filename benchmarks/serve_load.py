@@ -113,7 +113,7 @@ def main() -> None:
     if kind != "gguf":
         raise SystemExit(f"{args.model} is not a GGUF: llama-server needs one, give a .gguf or its alias")
     counts = [int(c) for c in args.clients.split(",")]
-    logs = args.out.parent / "serve-load-logs"
+    logs = cache_root() / "serve-load-logs"  # the servers' output, for when one fails to start
     logs.mkdir(parents=True, exist_ok=True)
     servers: dict[str, tuple[list[str], int, str]] = {}
     port = free_port()
