@@ -143,6 +143,7 @@ LOADING = {
     "inspect": ["inspect", "{base}"],
     "oracle": ["oracle", "{base}"],
     "generate": ["generate", "{base}", "hello"],
+    "serve": ["serve", "{base}"],
 }
 
 
@@ -373,6 +374,33 @@ def test_generate_options(capsys, monkeypatch, teal):
         assert held and 0.0 < float(held.group(1)) <= 1.0 and 0.0 < float(held.group(2)) <= 1.0
 
 
+# --- serve -----------------------------------------------------------------------------------------------------
+
+
+def test_serve_options(capsys, monkeypatch, teal, base):
+    """Each option reaches the server (uvicorn is replaced by a recorder); bad values fail before any model loads."""
+    import ponder.serve
+
+    served = []
+    monkeypatch.setattr(ponder.serve, "serve", lambda backend, **options: served.append((backend, options)))
+    argv = ["serve", teal, "--budget", "0.25", "--host", "0.0.0.0", "--port", "8123", "--max-queue", "3"]
+    code, out, err = run_cli(capsys, *argv, "--timeout", "2.5", "--quiet")
+    assert code == 0, err
+    backend, options = served[-1]
+    assert backend.adaptive and backend.default_budget() == 0.25
+    assert options == {"model": str(teal), "host": "0.0.0.0", "port": 8123, "max_queue": 3, "timeout": 2.5,
+                       "quiet": True}  # fmt: skip
+    assert "http://0.0.0.0:8123/v1" in out
+    assert run_cli(capsys, "serve", base, "--weights", "q8_0", "--quiet")[0] == 0
+    assert served[-1][0].decoder.model.weights == "q8_0" and served[-1][1]["port"] == 8000
+    for bad in (["--port", "0"], ["--max-queue", "0"], ["--timeout", "0"], ["--budget", "2"]):
+        code, _, err = run_cli(capsys, "serve", base, *bad)
+        assert code == 2 and bad[0] in err, bad
+    code, _, err = run_cli(capsys, "serve", base, "--weights", "q4_1", "--budget", "0.5")
+    assert code == 2 and "--budget" in err
+    assert len(served) == 2
+
+
 # --- demo ------------------------------------------------------------------------------------------------------
 
 
@@ -595,6 +623,16 @@ COVERAGE = {
     ("generate", "--policy"): "test_policy_reaches_the_routed_model",
     ("generate", "--raw"): "test_generate_options",
     ("generate", "--show-compute"): "test_generate_options",
+    ("serve", "model"): "test_serve_options",
+    ("serve", "--dtype"): "test_loading_options",
+    ("serve", "--threads"): "test_loading_options",
+    ("serve", "--quiet"): "test_loading_options",
+    ("serve", "--weights"): "test_serve_options",
+    ("serve", "--budget"): "test_serve_options",
+    ("serve", "--host"): "test_serve_options",
+    ("serve", "--port"): "test_serve_options",
+    ("serve", "--max-queue"): "test_serve_options",
+    ("serve", "--timeout"): "test_serve_options",
 }
 
 

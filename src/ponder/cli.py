@@ -61,13 +61,31 @@ def budget_list(text: str) -> list[float]:
     return values
 
 
-def positive(text: str) -> int:
+def _number(text: str, kind: type[int] | type[float], what: str) -> int | float:
     try:
-        value = int(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+
+
+def positive(text: str) -> int:
+    value = _number(text, int, "an integer")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    value = _number(text, int, "a port number")
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"port must lie in 1..65535, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    value = _number(text, float, "a number of seconds")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value}")
     return value
 
 
@@ -114,7 +132,7 @@ def _add_model(parser: argparse.ArgumentParser, *, positional: bool = True) -> N
 
 WEIGHTS = ("fp32", "q8_0", "q4_0", "q4_1")
 QUANT_ACTIVATIONS = ("int8", "fp32")
-QUANTIZED_COMMANDS = ("eval", "generate", "bench", "quantize")
+QUANTIZED_COMMANDS = ("eval", "generate", "bench", "serve", "quantize")
 """Commands that run the quantized runtime; the others work on fp32 modules."""
 
 
@@ -603,6 +621,26 @@ def _generate_with_compute(args: argparse.Namespace, model, tokenizer, decoder, 
     _held(controller)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from ponder.report.terminal import console
+    from ponder.serve import lean_backend, quant_backend, serve
+
+    if _quantized(args):
+        _no_knobs(args)
+        weights = None if args.weights in (None, "fp32") else args.weights
+        backend = quant_backend(args.model, weights, threads=args.threads)
+    else:
+        model, tokenizer = _load(args)
+        _apply_knobs(model, args)
+        backend = lean_backend(model, tokenizer)
+    budget = f"budget per request, default {backend.default_budget():g}" if backend.adaptive else "dense"
+    console.print(f"serving {args.model} ({budget}) at http://{args.host}:{args.port}/v1", highlight=False)
+    serve(
+        backend, model=args.model, host=args.host, port=args.port, max_queue=args.max_queue, timeout=args.timeout,
+        quiet=args.quiet,
+    )  # fmt: skip
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     from ponder.adaptive import convert, save_adaptive
     from ponder.data import load_text
@@ -892,6 +930,19 @@ def _generate_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    _add_model(parser)
+    _add_budget(parser, help=BUDGET_HELP + "; the default of requests that give none (default: the model's)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    parser.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument(
+        "--max-queue", type=positive, default=16, help="requests waiting for the model before a 429 (default 16)"
+    )
+    parser.add_argument(
+        "--timeout", type=seconds, default=600.0, help="seconds a request may take, queue included (default 600)"
+    )
+
+
 @dataclass(frozen=True)
 class Command:
     help: str
@@ -919,6 +970,11 @@ COMMANDS: dict[str, Command] = {
     "inspect": Command("per-layer compute and routing statistics of a converted model", _inspect_options, cmd_inspect),
     "oracle": Command("best routes (skip/small/big per token and layer) vs the router", _oracle_options, cmd_oracle),
     "generate": Command("greedy generation with the lean decoder", _generate_options, cmd_generate),
+    "serve": Command(
+        "an OpenAI-compatible HTTP server (completions, chat, streaming) with a per-request budget",
+        _serve_options,
+        cmd_serve,
+    ),
 }
 
 
