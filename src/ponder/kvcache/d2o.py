@@ -15,7 +15,7 @@ import torch
 def attention_density(probs: torch.Tensor, *, window: int) -> float:
     """How spread the last `window` queries' attention is: mean entropy over log(keys seen), in [0, 1].
     A layer near 1 attends everywhere (eviction hurts it); near 0 it attends to a few tokens."""
-    rows = probs[:, :, -window:].float()  # [B, Hq, W, L]
+    rows = probs[:, :, -window:].detach().float()  # [B, Hq, W, L]
     visible = torch.arange(1, rows.shape[-1] + 1, device=rows.device)[-rows.shape[2] :]  # keys each row may see
     entropy = -(rows * rows.clamp_min(1e-12).log()).sum(-1)  # [B, Hq, W]
     return float((entropy / visible.clamp_min(2).log()).mean())

@@ -40,6 +40,6 @@ class CachedGenerator:
         cache = new_cache(self.model, self.config)
         streamer = _Tokens(on_token) if on_token is not None else None
         return self.model.generate(
-            ids, attention_mask=torch.ones_like(ids), generation_config=settings, past_key_values=cache,
+            ids, attention_mask=torch.ones_like(ids), generation_config=settings, cache=cache,
             streamer=streamer,
         )  # fmt: skip

@@ -11,11 +11,13 @@ RECENT = 2e9
 
 
 def protect(priority: torch.Tensor, positions: torch.Tensor, *, sinks: int, recent: int, seen: int) -> torch.Tensor:
-    """`priority` [B, H, L] with the sinks and the last `recent` positions lifted above every score."""
-    lifted = torch.where(positions >= seen - recent, RECENT + positions.float(), priority)
+    """`priority` [B, H, L] with the sinks and the last `recent` positions lifted above every score (in float64:
+    float32 cannot tell positions apart near the tiers)."""
+    priority = priority.double()
+    lifted = torch.where(positions >= seen - recent, RECENT + positions.double(), priority)
     return torch.where(positions < sinks, torch.full_like(priority, SINK), lifted)
 
 
 def window_priority(positions: torch.Tensor, *, sinks: int, seen: int) -> torch.Tensor:
     """Recency is the whole priority: the kept set is the sinks plus the newest tokens."""
-    return protect(positions.float(), positions, sinks=sinks, recent=seen, seen=seen)
+    return protect(positions.double(), positions, sinks=sinks, recent=seen, seen=seen)
