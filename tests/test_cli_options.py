@@ -487,6 +487,73 @@ def test_oracle_options(capsys, nested, texts, tmp_path):
     assert "oracle" in text
 
 
+# --- the KV cache's options (eval, generate, bench, sweep) ----------------------------------------------------
+
+KV = ["--kv-budget", "0.5", "--kv-policy", "h2o", "--kv-bits", "8"]
+
+
+def test_kv_eval_options(capsys, base, texts, tmp_path):
+    """--kv-* score the last tokens of each window through the compressed cache; --kv-budget 1 is the full one."""
+    out, full = tmp_path / "kv.json", tmp_path / "full.json"
+    argv = ["eval", base, "--windows", "1", "--window-len", "64", "--data", texts["data"], "--quiet"]
+    code, _, err = run_cli(capsys, *argv, *KV, "--json", out)
+    assert code == 0, err
+    result = read_json(out)
+    assert result["tokens"] == 32 and (result["kv_budget"], result["kv_policy"], result["kv_bits"]) == (0.5, "h2o", 8)
+    assert run_cli(capsys, *argv, "--kv-budget", "1", "--json", full)[0] == 0
+    assert read_json(full)["tokens"] == 32 and read_json(full)["perplexity"] != result["perplexity"]
+    for bad, message in [("0", "must be positive"), ("-2", "must be positive"), ("1.5", "above 1"), ("x", "number")]:
+        code, _, err = run_cli(capsys, *argv, "--kv-budget", bad)
+        assert code == 2 and message in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, *argv, "--kv-budget", "100")
+    assert code == 2 and "above the context of 64" in err
+    code, _, err = run_cli(capsys, "eval", base, "--weights", "q8_0", *KV)
+    assert code == 2 and "drop --weights" in err
+
+
+def test_kv_generate_options(capsys, monkeypatch, base):
+    from ponder.kvcache.generate import CachedGenerator
+
+    caches, real = [], CachedGenerator.generate
+
+    def recording(self, ids, max_new_tokens, **kwargs):
+        caches.append(self.config)
+        return real(self, ids, max_new_tokens, **kwargs)
+
+    monkeypatch.setattr(CachedGenerator, "generate", recording)
+    argv = ["generate", base, "The river runs", "--max-new-tokens", "6", "--raw", "--quiet"]
+    code, out, err = run_cli(capsys, *argv, "--kv-budget", "4", "--kv-policy", "window", "--kv-bits", "4")
+    assert code == 0, err
+    assert "tokens in" in out and [(c.budget, c.policy, c.bits) for c in caches] == [(4, "window", 4)]
+    code, _, err = run_cli(capsys, *argv, "--kv-budget", "64")
+    assert code == 2 and "above the context" in err
+
+
+def test_kv_bench_options(capsys, base, tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["bench", base, "--prompt-tokens", "32", "--new-tokens", "4", "--repeats", "1", "--quiet"]
+    code, text, err = run_cli(
+        capsys, *argv, "--kv-budget", "0.25", "--kv-policy", "d2o", "--kv-bits", "4", "--json", out
+    )
+    assert code == 0, err
+    result = read_json(out)
+    assert result["kv"]["policy"] == "d2o" and result["kv"]["cache_bytes"] < result["full"]["cache_bytes"] / 4
+    assert result["kv"]["decode_speedup"] > 0 and "KV cache" in text
+
+
+def test_kv_sweep_options(sweep_dir, tmp_path):
+    """A sweep with --kv-* scores every point through the compressed cache (the converted model is reused)."""
+    import shutil
+
+    out = tmp_path / "kv-sweep"
+    shutil.copytree(sweep_dir / "models", out / "models")
+    argv = ["sweep", str(sweep_dir.parent / "base"), "--methods", "teal", "--budgets", "1", "-o", str(out)]
+    assert main([*argv, "--windows", "1", *KV, "--quiet"]) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    quality = [r for r in records if "perplexity" in r]
+    assert len(quality) == 2 and all(r["kv_policy"] == "h2o" and r["tokens"] == 256 for r in quality)
+
+
 # --- the coverage table ----------------------------------------------------------------------------------------
 
 COVERAGE = {
@@ -539,6 +606,18 @@ COVERAGE = {
     ("eval", "--limit"): "test_eval_task_options",
     ("eval", "--batch-size"): "test_eval_task_options",
     ("eval", "--json"): "test_eval_options",
+    ("eval", "--kv-budget"): "test_kv_eval_options",
+    ("eval", "--kv-policy"): "test_kv_eval_options",
+    ("eval", "--kv-bits"): "test_kv_eval_options",
+    ("generate", "--kv-budget"): "test_kv_generate_options",
+    ("generate", "--kv-policy"): "test_kv_generate_options",
+    ("generate", "--kv-bits"): "test_kv_generate_options",
+    ("bench", "--kv-budget"): "test_kv_bench_options",
+    ("bench", "--kv-policy"): "test_kv_bench_options",
+    ("bench", "--kv-bits"): "test_kv_bench_options",
+    ("sweep", "--kv-budget"): "test_kv_sweep_options",
+    ("sweep", "--kv-policy"): "test_kv_sweep_options",
+    ("sweep", "--kv-bits"): "test_kv_sweep_options",
     ("bench", "model"): "test_bench_options",
     ("bench", "--dtype"): "test_loading_options",
     ("bench", "--threads"): "test_loading_options",

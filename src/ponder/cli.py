@@ -104,6 +104,13 @@ def policy_name(text: str) -> str:
         return check_policy(text)
 
 
+def kv_budget(text: str) -> float | int:
+    from ponder.kvcache import parse_kv_budget
+
+    with _argument_error():
+        return parse_kv_budget(text)
+
+
 def task_name(text: str) -> str:
     from ponder.eval.tasks import check_task
 
@@ -170,6 +177,38 @@ def _add_policy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy", type=policy_name, default=None, help="routing policy of a routed model: " + ", ".join(POLICIES)
     )
+
+
+def _add_kv(parser: argparse.ArgumentParser) -> None:
+    """The KV cache's budget, policy and precision (`ponder.kvcache`); any of them runs the compressed cache."""
+    from ponder.kvcache import BITS, POLICIES
+
+    group = parser.add_argument_group("KV cache")
+    group.add_argument(
+        "--kv-budget",
+        type=kv_budget,
+        default=None,
+        help="KV entries kept per layer: a fraction of the tokens seen (0, 1] or a token count (default 1: all)",
+    )
+    group.add_argument(
+        "--kv-policy",
+        choices=POLICIES,
+        default=None,
+        help="which entries stay: " + ", ".join(POLICIES) + " (default window)",
+    )
+    group.add_argument(
+        "--kv-bits", type=int, choices=BITS, default=None, help="KV precision: 16 (default), or KIVI-style 8 or 4"
+    )
+
+
+def _kv_config(args: argparse.Namespace):
+    """The KVConfig the --kv-* options ask for, or None when none is given."""
+    from ponder.kvcache import KVConfig
+
+    if args.kv_budget is None and args.kv_policy is None and args.kv_bits is None:
+        return None
+    budget = 1.0 if args.kv_budget is None else args.kv_budget
+    return KVConfig(budget=budget, policy=args.kv_policy or "window", bits=args.kv_bits or 16)
 
 
 def _add_text(parser: argparse.ArgumentParser, *, tokens: int | None = None, name: str = "--data") -> None:
@@ -307,6 +346,8 @@ def _no_knobs(args: argparse.Namespace) -> None:
         if value is not None and value is not False and value not in (1.0, [1.0]):
             name = option.replace("_", "-")
             raise PonderError(f"--{name} needs an adaptive model of a method the quantized runtime runs")
+    if _kv_config(args) is not None:
+        raise PonderError("the --kv-* options run the transformers cache, on fp32 modules: drop --weights")
 
 
 def _apply_knobs(model, args: argparse.Namespace) -> None:
@@ -345,6 +386,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.task:
         if quantized:
             raise PonderError("--task runs on fp32 modules: drop --weights")
+        if _kv_config(args) is not None:
+            raise PonderError("--kv-* score perplexity through the KV cache; --task scores whole sequences: drop one")
         return _eval_task(args)
     text = load_text(args.data)  # read data before the slow model load, so a bad path fails fast
     if quantized:
@@ -353,12 +396,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from ponder.eval import perplexity
     from ponder.report.terminal import render_eval
 
+    kv = _kv_config(args)
+    window_len = args.window_len or (KV_WINDOW_LEN if kv else WINDOW_LEN)
+    if kv is not None:
+        from ponder.kvcache import check_kv_budget
+
+        check_kv_budget(kv.budget, window_len)  # a count above the context fails before the model loads
     model, tokenizer = _load(args)
     _apply_knobs(model, args)
-    result = perplexity(
-        model, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
-    ).as_dict()
+    if kv is None:
+        scored = perplexity(
+            model, tokenizer, text, windows=args.windows, window_len=window_len, progress=not args.quiet
+        )
+    else:
+        from ponder.kvcache.longctx import kv_perplexity
+
+        scored = kv_perplexity(
+            model, tokenizer, text, kv, windows=args.windows, window_len=window_len, progress=not args.quiet
+        )
+    result = scored.as_dict()
     result.update(model=args.model, data=args.data, budget=get_budget(model), method=_method(model))
+    if kv is not None:
+        result.update(kv_budget=kv.budget, kv_policy=kv.policy, kv_bits=kv.bits)
     _emit(args, result, render_eval)
 
 
@@ -367,9 +426,10 @@ def _eval_quantized(args: argparse.Namespace, text: str) -> None:
     from ponder.report.terminal import render_eval
 
     _no_knobs(args)
-    decoder, tokenizer = _load_quantized(args, max_len=args.window_len)
+    decoder, tokenizer = _load_quantized(args, max_len=args.window_len or WINDOW_LEN)
+    window_len = args.window_len or WINDOW_LEN
     result = decoder_perplexity(
-        decoder, tokenizer, text, windows=args.windows, window_len=args.window_len, progress=not args.quiet
+        decoder, tokenizer, text, windows=args.windows, window_len=window_len, progress=not args.quiet
     ).as_dict()
     adaptive = {"budget": 1.0, "method": "dense"}
     if hasattr(decoder, "ffn_compute"):
@@ -405,6 +465,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     model, tokenizer = _load(args)
     if args.policy is not None:
         set_policy(model, args.policy)
+    kv = _kv_config(args)
+    if kv is not None:
+        return _bench_kv(args, model, tokenizer, kv)
     result = benchmark(
         model,
         tokenizer,
@@ -418,6 +481,20 @@ def cmd_bench(args: argparse.Namespace) -> None:
     )
     result["model"] = args.model
     _emit(args, result, render_bench)
+
+
+def _bench_kv(args: argparse.Namespace, model, tokenizer, kv) -> None:
+    """Decode through the compressed cache against the full cache, at --prompt-tokens of context."""
+    from ponder.kvcache.bench import kv_benchmark, render_kv_bench
+
+    if args.budgets or args.ceiling:
+        raise PonderError("--kv-* times the KV cache at the model's own budget: drop --budgets and --ceiling")
+    result = kv_benchmark(
+        model, tokenizer, kv, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeats=args.repeats,
+        progress=not args.quiet,
+    )  # fmt: skip
+    result["model"] = args.model
+    _emit(args, result, render_kv_bench)
 
 
 def _bench_quantized(args: argparse.Namespace) -> None:
@@ -527,7 +604,15 @@ def cmd_generate(args: argparse.Namespace) -> None:
     model, tokenizer = _load(args)
     _apply_knobs(model, args)
     ids = _prompt(args, tokenizer)
-    decoder = LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens)
+    kv = _kv_config(args)
+    if kv is None:
+        decoder = LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens)
+    else:
+        from ponder.kvcache import check_kv_budget
+        from ponder.kvcache.generate import CachedGenerator
+
+        check_kv_budget(kv.budget, ids.shape[1] + args.max_new_tokens)
+        decoder = CachedGenerator(model, kv)
     controller = None
     if args.hold_budget:
         from ponder.adaptive import get_budget
@@ -740,6 +825,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         threads=args.threads,
         progress=not args.quiet,
+        kv=_kv_config(args),
     )
     rows = merged(records)
     table = results_table(rows)
@@ -795,16 +881,27 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
     _add_json(parser, what="all results")
 
 
+WINDOW_LEN = 1024
+KV_WINDOW_LEN = 2048
+"""The long-context protocol's windows: prefill the first part, decode the last tokens through the KV cache."""
+
+
 def _eval_options(parser: argparse.ArgumentParser) -> None:
     _add_model(parser)
     _add_budget(parser)
     _add_policy(parser)
     _add_text(parser)
     _add_windows(parser, default=20)
-    parser.add_argument("--window-len", type=positive, default=1024, help="tokens per window (default 1024)")
+    parser.add_argument(
+        "--window-len",
+        type=positive,
+        default=None,
+        help=f"tokens per window (default {WINDOW_LEN}; {KV_WINDOW_LEN} with --kv-*, whose last 256 decode)",
+    )
     parser.add_argument("--task", type=task_name, default=None, help="zero-shot accuracy instead of perplexity: piqa")
     parser.add_argument("--limit", type=positive, default=None, help="first N task items only")
     parser.add_argument("--batch-size", type=positive, default=32, help="sequences per forward pass for --task")
+    _add_kv(parser)
     _add_json(parser)
 
 
@@ -824,6 +921,7 @@ def _bench_options(parser: argparse.ArgumentParser) -> None:
         help="also time each budget's decode through the perfect width executor (a contiguous slice of every FFN "
         "at the compute the budget spent): the most any executor could gain there",
     )
+    _add_kv(parser)
     _add_json(parser)
 
 
@@ -887,6 +985,7 @@ def _sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-limit", type=positive, default=None, help="first N task items only")
     parser.add_argument("--bench", action="store_true", help="also time decode/prefill per budget (same process)")
     _add_repeats(parser)
+    _add_kv(parser)
 
 
 def _report_options(parser: argparse.ArgumentParser) -> None:
@@ -928,6 +1027,7 @@ def _generate_options(parser: argparse.ArgumentParser) -> None:
         help="steer the knob while generating so the FFN compute spent stays at --budget (thresholds calibrated on "
         "other text drift on the model's own answers)",
     )
+    _add_kv(parser)
 
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:

@@ -105,8 +105,11 @@ def sweep(
     dtype: str = "float32",
     threads: int | None = None,
     progress: bool = True,
+    kv=None,
 ) -> list[dict]:
-    """Evaluate (and optionally score a task and time) every method at every budget; returns all records."""
+    """Evaluate (and optionally score a task and time) every method at every budget; returns all records.
+    With `kv` (a `ponder.kvcache.KVConfig`) perplexity is scored through that compressed cache
+    (`ponder.kvcache.longctx`), and each record carries the KV settings."""
     for method in methods:
         variant(method)  # unknown names fail before any work
     if task is not None:
@@ -120,8 +123,16 @@ def sweep(
         """Every quality record of one point that is not on disk yet."""
         point = {"method": method, "budget": budget}
         if not _done(records, method, budget, "perplexity"):
-            result = perplexity(model, tokenizer, text, windows=windows, window_len=window_len, progress=progress)
-            _append(directory, records, {**point, **result.as_dict(), "model": model_name, "data": data})
+            if kv is None:
+                result = perplexity(model, tokenizer, text, windows=windows, window_len=window_len, progress=progress)
+                settings = {}
+            else:
+                from ponder.kvcache.longctx import kv_perplexity
+
+                result = kv_perplexity(model, tokenizer, text, kv, windows=windows, window_len=window_len,
+                                       progress=progress)  # fmt: skip
+                settings = {"kv_budget": kv.budget, "kv_policy": kv.policy, "kv_bits": kv.bits}
+            _append(directory, records, {**point, **result.as_dict(), **settings, "model": model_name, "data": data})
         if task is not None and not _done(records, method, budget, "acc"):
             result = evaluate_task(model, tokenizer, task, limit=task_limit, progress=progress)
             _append(directory, records, {**point, **_task_record(result)})
