@@ -202,13 +202,14 @@ def _add_kv(parser: argparse.ArgumentParser) -> None:
 
 
 def _kv_config(args: argparse.Namespace):
-    """The KVConfig the --kv-* options ask for, or None when none is given."""
+    """The KVConfig the --kv-* options ask for, or None when none is given (or the command has none)."""
     from ponder.kvcache import KVConfig
 
-    if args.kv_budget is None and args.kv_policy is None and args.kv_bits is None:
+    kv_budget, kv_policy, kv_bits = (getattr(args, name, None) for name in ("kv_budget", "kv_policy", "kv_bits"))
+    if kv_budget is None and kv_policy is None and kv_bits is None:
         return None
-    budget = 1.0 if args.kv_budget is None else args.kv_budget
-    return KVConfig(budget=budget, policy=args.kv_policy or "window", bits=args.kv_bits or 16)
+    budget = 1.0 if kv_budget is None else kv_budget
+    return KVConfig(budget=budget, policy=kv_policy or "window", bits=kv_bits or 16)
 
 
 def _add_text(parser: argparse.ArgumentParser, *, tokens: int | None = None, name: str = "--data") -> None:
