@@ -583,6 +583,7 @@ COVERAGE = {
     ("inspect", "--activations"): "test_activations_options",
     ("oracle", "--activations"): "test_activations_options",
     ("generate", "--activations"): "test_activations_options",
+    ("serve", "--activations"): "test_activations_options",
     ("generate", "--hold-budget"): "test_generate_options",
     ("demo", "--model"): "test_demo_options",
     ("demo", "--dtype"): "test_loading_options",
@@ -813,6 +814,7 @@ def test_activations_options(base, tmp_path, capsys):
         "inspect": ["inspect", str(base)],
         "oracle": ["oracle", str(base)],
         "generate": ["generate", str(base), "hi"],
+        "serve": ["serve", str(base)],
     }
     for command, argv in refused.items():
         assert main([*argv, "--activations", "fp32"]) == 2, command
