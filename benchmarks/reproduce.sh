@@ -30,6 +30,10 @@ if [[ $part == quality || $part == all ]]; then
   for b in 0.5 0.49; do
     ponder eval runs/teal --budget $b --windows 20 --json $out/eval-teal-$b.json
   done
+  ponder convert smollm2-135m --method teal --set score=wina -o runs/teal-wina --overwrite
+  for b in 0.75 0.5 0.35 0.25; do
+    ponder eval runs/teal-wina --budget $b --windows 20 --json $out/eval-teal-wina-$b.json
+  done
   python benchmarks/matched_compute.py --at 0.502,0.503,0.505 \
     teal=$out/eval-teal-0.49.json,$out/eval-teal-0.5.json \
     moe=$out/eval-moe-recipe-0.47.json,$out/eval-moe-recipe-0.5.json \

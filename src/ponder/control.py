@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 
 from ponder.adaptive import adaptive_modules
 from ponder.errors import PonderError
-from ponder.methods.base import FULL_BUDGET, check_budget
+from ponder.methods.base import FULL_BUDGET, check_calibrated
 
 
 class BudgetController:
@@ -33,10 +33,8 @@ class BudgetController:
             raise PonderError("holding a budget needs an adaptive model: convert it first with `ponder convert`")
         if gain <= 0 or every < 1 or window < 1:
             raise PonderError(f"gain must be > 0, every and window >= 1; got {gain}, {every}, {window}")
-        self.target = check_budget(target)
         self.low = max(module.min_budget for module in self.modules)
-        if self.target < self.low - 1e-6:
-            raise PonderError(f"budget {target} is below the lowest calibrated ({self.low:.2f}): use a higher one")
+        self.target = check_calibrated(target, self.low, self.modules[0].method)
         self.gain, self.every, self.window = gain, every, window
         self.setting = self.target
         self._marks = [self._counted(m) for m in self.modules]

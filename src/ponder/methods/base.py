@@ -45,6 +45,17 @@ def budget_grid(min_budget: float, step: float = 0.05) -> torch.Tensor:
     return torch.tensor(points, dtype=torch.float32)
 
 
+def check_calibrated(budget: float, min_budget: float, method: str) -> float:
+    """`budget` as a float, if it is a budget and not below the lowest the thresholds were calibrated for."""
+    budget = check_budget(budget)
+    if budget < min_budget - 1e-6:
+        raise PonderError(
+            f"budget {budget} is below the lowest calibrated for {method} ({min_budget:.2f}): "
+            "use a higher budget or reconvert with a lower --min-budget"
+        )
+    return budget
+
+
 def interpolate_thresholds(grid: torch.Tensor, thresholds: torch.Tensor, budget: float) -> torch.Tensor:
     """The thresholds at `budget`, linear between the calibrated budgets `grid` [G] (ascending) of `thresholds`
     [G, ...]: what `set_budget` runs, shared with executors that read a saved table (the quantized runtime)."""
@@ -200,12 +211,7 @@ class SparseFFN(nn.Module):
 
     def set_budget(self, budget: float) -> None:
         """Interpolate the calibrated thresholds for `budget` (a fraction of dense FFN compute)."""
-        budget = check_budget(budget)
-        if budget < self.min_budget - 1e-6:
-            raise PonderError(
-                f"budget {budget} is below the lowest calibrated for {self.method} ({self.min_budget:.2f}): "
-                "use a higher budget or reconvert with a lower --min-budget"
-            )
+        budget = check_calibrated(budget, self.min_budget, self.method)
         self.threshold = interpolate_thresholds(self.budget_grid, self.thresholds, budget)
         self.threshold_values = self.threshold.reshape(-1).tolist()  # for kernels: no tensor→float per token
         self.budget = budget

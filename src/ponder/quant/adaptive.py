@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ponder.errors import PonderError
-from ponder.methods.base import FULL_BUDGET, check_budget, interpolate_thresholds
+from ponder.methods.base import FULL_BUDGET, check_calibrated, interpolate_thresholds
 from ponder.quant.formats import quantize
 from ponder.quant.runtime import QuantDecoder, load_model, mat
 from ponder.quant.weights import QuantModel, QuantTensor
@@ -126,13 +126,7 @@ class AdaptiveQuantDecoder(QuantDecoder):
 
     def set_budget(self, budget: float) -> None:
         """Each layer's threshold (or neuron count) for `budget`; budget 1 runs the dense FFN."""
-        budget = check_budget(budget)
-        if budget < self.min_budget - 1e-6:
-            raise PonderError(
-                f"budget {budget} is below the lowest calibrated for {self.method} ({self.min_budget:.2f}): "
-                "use a higher budget or reconvert with a lower --min-budget"
-            )
-        self.budget = budget
+        budget = self.budget = check_calibrated(budget, self.min_budget, self.method)
         count = round(cats_neuron_fraction(budget) * self.ffn) if self.mode == "count" else 0
         for layer, grid, table in zip(self._layers, self.grids, self.tables, strict=True):
             layer.ffn_kind = FFN_DENSE if budget >= FULL_BUDGET else FFN_CATS
