@@ -395,8 +395,9 @@ typedef struct { int8_t qs[G][QK]; float d[G], s[G]; } block_grp; /* block b of 
 #define PQ_GROUPS 1
 /* out[t] = row · input t for the G tokens of one group, each token's sums in the order of the T = 1 dots: the
    512-bit lanes hold two tokens' 8-lane accumulators, the weight block broadcast to both halves. */
-static inline __attribute__((always_inline)) void group_dot(const int format, const uint8_t *row,
+static inline __attribute__((always_inline)) void group_dot(const int format, const int pairs, const uint8_t *row,
                                                             const block_grp *x, int64_t nb, float *out) {
+    /* pairs: the token pairs the group holds (a verify pass of a few tokens pays for those, not for G) */
     __m512 acc[G / 2];
     for (int p = 0; p < G / 2; p++) acc[p] = _mm512_setzero_ps();
     __m256 offsets = _mm256_setzero_ps();
@@ -420,7 +421,7 @@ static inline __attribute__((always_inline)) void group_dot(const int format, co
         const __mmask64 negative = format == PQ_Q8_0 ? _mm512_movepi8_mask(_mm512_broadcast_i64x4(wq)) : 0;
         const __m512 scales = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(x[b].d)));
         if (format != PQ_Q8_0) offsets = _mm256_fmadd_ps(_mm256_set1_ps(coef), _mm256_loadu_ps(x[b].s), offsets);
-        for (int p = 0; p < G / 2; p++) {
+        for (int p = 0; p < pairs; p++) {
             __m512i xv = _mm512_loadu_si512((const void *)x[b].qs[2 * p]);
             if (format == PQ_Q8_0) xv = _mm512_mask_sub_epi8(xv, negative, _mm512_setzero_si512(), xv);
             const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w2, xv);
@@ -429,22 +430,34 @@ static inline __attribute__((always_inline)) void group_dot(const int format, co
     }
     float off[G];
     _mm256_storeu_ps(off, offsets);
-    for (int p = 0; p < G / 2; p++) {
+    for (int p = 0; p < pairs; p++) {
         out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p])) + off[2 * p];
         out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1)) + off[2 * p + 1];
     }
 }
 
-static void group_row(const pq_mat *w, int64_t r, const block_grp *x, float *out) {
+/* One instance per format and pair count, so that each inlined loop has constant bounds. */
+#define PQ_GROUP_PAIRS(format, pairs, row, x, nb, out)                                                          \
+    switch (pairs) {                                                                                           \
+    case 1: group_dot(format, 1, row, x, nb, out); break;                                                      \
+    case 2: group_dot(format, 2, row, x, nb, out); break;                                                      \
+    case 3: group_dot(format, 3, row, x, nb, out); break;                                                      \
+    default: group_dot(format, 4, row, x, nb, out);                                                            \
+    }
+
+/* out[t] for the `tokens` (1..G) of one group; out holds G floats, those past `tokens` rounded up to a pair
+   are left as they were. */
+static void group_row(const pq_mat *w, int64_t r, const block_grp *x, int tokens, float *out) {
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * row_bytes(w->format, w->cols);
     const int64_t nb = w->cols / QK;
+    const int pairs = (tokens + 1) / 2;
     switch (w->format) {
-    case PQ_Q8_0: group_dot(PQ_Q8_0, row, x, nb, out); break;
-    case PQ_Q4_0: group_dot(PQ_Q4_0, row, x, nb, out); break;
-    default: group_dot(PQ_Q4_1, row, x, nb, out);
+    case PQ_Q8_0: PQ_GROUP_PAIRS(PQ_Q8_0, pairs, row, x, nb, out); break;
+    case PQ_Q4_0: PQ_GROUP_PAIRS(PQ_Q4_0, pairs, row, x, nb, out); break;
+    default: PQ_GROUP_PAIRS(PQ_Q4_1, pairs, row, x, nb, out);
     }
     if (w->bias)
-        for (int t = 0; t < G; t++) out[t] += w->bias[r];
+        for (int t = 0; t < tokens; t++) out[t] += w->bias[r];
 }
 #else
 #define PQ_GROUPS 0
@@ -570,7 +583,10 @@ static inline void row_all(const pq_mat *mat, int64_t r, const pq_work *w, int64
     const int64_t nb = mat->cols / QK;
 #if PQ_GROUPS
     if (w->grouped && mat->format != PQ_F32) {
-        for (int64_t g = 0; g < (T + G - 1) / G; g++) group_row(mat, r, w->xg + g * nb, out + g * G);
+        for (int64_t g = 0; g < (T + G - 1) / G; g++) {
+            const int64_t left = T - g * G;
+            group_row(mat, r, w->xg + g * nb, left < G ? (int)left : G, out + g * G);
+        }
         return;
     }
 #endif
