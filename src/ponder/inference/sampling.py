@@ -47,15 +47,22 @@ class Sampling:
         return generator
 
 
-def sample_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
-    """The next token from the last position's logits [V] (or [1, V])."""
+def token_probabilities(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """The distribution [V] that `sample_token` draws from (not for greedy): temperature, then the nucleus,
+    renormalized."""
     logits = logits.reshape(-1).float()  # [V]; fp32 so a bf16 model's softmax keeps its small probabilities
-    if sampling.greedy:
-        return int(logits.argmax())
     probs = torch.softmax(logits / sampling.temperature, dim=-1)  # [V]
     if sampling.top_p < 1:
         sorted_probs, order = probs.sort(descending=True)  # [V], [V]
         before = sorted_probs.cumsum(0) - sorted_probs  # [V]: mass of the more likely tokens
         sorted_probs[before >= sampling.top_p] = 0  # the first token is always kept (before = 0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)  # [V]
-    return int(torch.multinomial(probs, 1, generator=generator))
+        probs /= probs.sum()  # normalized: speculative acceptance compares a token's probability with a uniform draw
+    return probs
+
+
+def sample_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
+    """The next token from the last position's logits [V] (or [1, V])."""
+    if sampling.greedy:
+        return int(logits.reshape(-1).argmax())
+    return int(torch.multinomial(token_probabilities(logits, sampling), 1, generator=generator))
