@@ -252,13 +252,15 @@ class RopeRunner:
         batch, steps = input_ids.shape
         return self.native_step and batch == 1 and steps == 1
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [B, V] of the last position after appending `input_ids` [B, T]."""
+    def forward(self, input_ids: torch.Tensor, *, every_position: bool = False) -> torch.Tensor:
+        """Logits [B, V] of the last position after appending `input_ids` [B, T]; [B, T, V] of every appended
+        position with `every_position` (a speculative verifier's one pass over its drafts)."""
         batch, steps = input_ids.shape
         start, end = self.position, self._end_after(steps)
         if self._one_native_token(input_ids):
             head = self.model.lm_head
-            return native.gemv(head.weight, self._native_step(input_ids), head.bias)[None]  # [1, V]; 2.8x torch
+            logits = native.gemv(head.weight, self._native_step(input_ids), head.bias)[None]  # [1, V]; 2.8x torch
+            return logits[:, None] if every_position else logits
         heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
         cos, sin_signed = self.cos[start:end], self.sin_signed[start:end]  # [T, E]
         mask = None
@@ -295,8 +297,8 @@ class RopeRunner:
             if skipping is not None:  # skipped tokens: residual plus stand-in (K/V written above)
                 x = torch.where(skipping.view(batch, steps, 1), layer.skip.passed_through(x_in), x)
         self.position = end
-        h = _rms_norm(self.model.model.norm, x[:, -1])  # [B, D]
-        return self.model.lm_head(h)  # [B, V]
+        h = _rms_norm(self.model.model.norm, x if every_position else x[:, -1])  # [B, T, D] or [B, D]
+        return self.model.lm_head(h)  # [B, T, V] or [B, V]
 
     def next_token(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The greedy next token [B] after appending `input_ids` [B, T]: `forward(...).argmax(-1)`, the one-token

@@ -353,6 +353,30 @@ class QuantDecoder:
         self.position += T
         return self._logits[: T if all_logits else 1]
 
+    def description_with_layers(self, layers: list[int]) -> Model:
+        """The model through only `layers` (in order) and the shared head: a self-speculative draft. It shares the
+        weights, the KV cache (its layers write draft positions, which a full pass overwrites) and the scratch;
+        each layer's FFN settings are those at this call."""
+        count = self.model.config.num_hidden_layers
+        if not layers or any(not 0 <= i < count for i in layers) or sorted(set(layers)) != list(layers):
+            raise PonderError(f"draft layers must be increasing indices in [0, {count}), got {layers}")
+        subset = (Layer * len(layers))(*[self._layers[i] for i in layers])
+        description = Model.from_buffer_copy(self._description)
+        description.layers, description.layer = len(layers), subset
+        description._subset = subset  # keeps the layer array alive with the description
+        return description
+
+    def draft_step(self, description: Model, token: int) -> int:
+        """Append one token through `description` (from `description_with_layers`); its greedy next token."""
+        if self.position + 1 > self.max_len:
+            raise PonderError(f"sequence of {self.position + 1} tokens exceeds the decoder's max_len={self.max_len}")
+        self._ids[0] = token
+        ids, logits = _ptr(self._ids), _ptr(self._logits)
+        status = self.lib.pq_forward(ctypes.byref(description), ids, 1, self.position, logits, 0)
+        assert status == 0, "pq_forward rejected sizes that draft_step checked"
+        self.position += 1
+        return int(self.lib.pq_argmax(_ptr(self._logits), self.model.config.vocab_size))
+
     def _chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
         ids = torch.as_tensor(token_ids).reshape(-1)
         if ids.numel() == 0:
