@@ -610,6 +610,12 @@ COVERAGE = {
     ("eval", "--kv-budget"): "test_kv_eval_options",
     ("eval", "--kv-policy"): "test_kv_eval_options",
     ("eval", "--kv-bits"): "test_kv_eval_options",
+    ("generate", "--speculative"): "test_speculative_generate_options",
+    ("generate", "--draft"): "test_speculative_generate_options",
+    ("generate", "--draft-tokens"): "test_speculative_generate_options",
+    ("bench", "--speculative"): "test_speculative_bench_options",
+    ("bench", "--draft"): "test_speculative_bench_options",
+    ("bench", "--draft-tokens"): "test_speculative_bench_options",
     ("generate", "--kv-budget"): "test_kv_generate_options",
     ("generate", "--kv-policy"): "test_kv_generate_options",
     ("generate", "--kv-bits"): "test_kv_generate_options",
@@ -745,6 +751,56 @@ def source_with_fixtures(test) -> str:
                 seen.add(name)
                 pending.append(fixture)
     return "\n".join(sources)
+
+
+def test_speculative_generate_options(capsys, base):
+    """--speculative prints the plain greedy text and what the drafts bought; --draft and --draft-tokens set the
+    drafts (layers on the quantized runtime); they are refused without --speculative or with what they cannot join."""
+    prompt = "one two three one two three one two"
+    argv = ["generate", base, prompt, "--max-new-tokens", "12", "--raw", "--quiet"]
+    for weights in ([], ["--weights", "q8_0"]):
+        code, plain, err = run_cli(capsys, *argv, *weights)
+        assert code == 0, err
+        code, out, err = run_cli(capsys, *argv, *weights, "--speculative", "--draft", "lookup", "--draft-tokens", "3")
+        assert code == 0, err
+        assert out.splitlines()[0] == plain.splitlines()[0]  # the same text
+        assert "speculative:" in out and "up to 3 a pass, fixed" in " ".join(out.split())  # wrapped or not
+    code, out, err = run_cli(capsys, *argv, "--weights", "q8_0", "--speculative", "--draft", "layers:0-1")
+    assert code == 0, err
+    assert "LayerDraft" in out and "chosen by measured cost" in " ".join(out.split())
+    refused = {
+        ("--draft", "lookup"): "add --speculative",
+        ("--draft-tokens", "2"): "add --speculative",
+        ("--speculative", "--draft", "layers:0"): "quantized runtime",
+        ("--speculative", "--weights", "q8_0", "--draft", "layers:0-99"): "past the model's",
+        ("--speculative", "--weights", "q8_0", "--draft", "layers:x"): "not a list of layers",
+        ("--speculative", "--draft", "branch"): "unknown draft",
+        ("--speculative", "--kv-budget", "4"): "--kv-*",
+        ("--speculative", "--hold-budget"): "--hold-budget",
+    }
+    for extra, message in refused.items():
+        code, _, err = run_cli(capsys, *argv, *extra)
+        assert code == 2 and message in err, (extra, err)
+
+
+def test_speculative_bench_options(capsys, base, tmp_path):
+    """`bench --speculative` adds a `speculative` row timed beside dense, on fp32 and quantized weights."""
+    argv = ["bench", base, "--prompt-tokens", "16", "--new-tokens", "8", "--prefill-tokens", "8", "--repeats", "1"]
+    for weights in ([], ["--weights", "q8_0"]):
+        out = tmp_path / "bench.json"
+        code, text, err = run_cli(capsys, *argv, *weights, "--speculative", "--json", out, "--quiet")
+        assert code == 0, err
+        row = read_json(out)["speculative"]
+        assert row["tokens_match_dense"] and row["decode_tok_s"] > 0 and row["decode_speedup"] > 0
+        assert 0 <= row["acceptance_rate"] <= 1 and 1 <= row["tokens_per_verify"] <= row["k"] + 1
+        assert row["k"] == 8 and row["k_adaptive"] and "same tokens as dense: yes" in " ".join(text.split())
+    out = tmp_path / "fixed.json"
+    code, _, err = run_cli(capsys, *argv, "--speculative", "--draft", "lookup", "--draft-tokens", "2", "--json", out)
+    assert code == 0, err
+    row = read_json(out)["speculative"]
+    assert (row["k"], row["k_adaptive"], row["draft"]) == (2, False, "PromptLookup") and row["tokens_match_dense"]
+    code, _, err = run_cli(capsys, *argv, "--speculative", "--ceiling")
+    assert code == 2 and "--ceiling" in err
 
 
 def test_quantize_options(base, tmp_path, capsys):

@@ -201,6 +201,53 @@ def _add_kv(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_speculative(parser: argparse.ArgumentParser) -> None:
+    """Speculative decoding (`ponder.inference.speculative`): the model's own greedy tokens, drafted cheaply."""
+    group = parser.add_argument_group("speculative decoding")
+    group.add_argument(
+        "--speculative",
+        action="store_true",
+        help="draft tokens cheaply and verify them in one pass of the model: the same greedy tokens, faster when "
+        "drafts are kept",
+    )
+    group.add_argument(
+        "--draft",
+        default=None,
+        metavar="DRAFT",
+        help="where drafts come from: lookup (n-gram matches in the prompt and the text so far; the default) or "
+        "layers:FIRST-LAST / layers:I,J,... (the quantized model through those layers)",
+    )
+    group.add_argument(
+        "--draft-tokens",
+        type=positive,
+        default=None,
+        metavar="K",
+        help="verify K drafts a pass (default: up to 8, as many as the measured acceptance and pass times pay for)",
+    )
+
+
+def _speculative(args: argparse.Namespace) -> bool:
+    """Whether --speculative is on; its options without it are refused."""
+    if not getattr(args, "speculative", False):
+        for option in ("draft", "draft_tokens"):
+            if getattr(args, option, None) is not None:
+                raise PonderError(f"--{option.replace('_', '-')} sets up speculative decoding: add --speculative")
+        return False
+    if _kv_config(args) is not None:
+        raise PonderError("--speculative runs the lean cache, not the --kv-* one: drop one of them")
+    for option in ("hold_budget", "show_compute", "ceiling"):
+        if getattr(args, option, False):
+            raise PonderError(f"--{option.replace('_', '-')} does not combine with --speculative: drop one of them")
+    return True
+
+
+def _speculative_factory(args: argparse.Namespace):
+    """decoder -> SpeculativeDecoder as the options ask."""
+    from ponder.inference.speculative import speculative_decoder
+
+    return lambda decoder: speculative_decoder(decoder, args.draft or "lookup", args.draft_tokens)
+
+
 def _kv_config(args: argparse.Namespace):
     """The KVConfig the --kv-* options ask for, or None when none is given (or the command has none)."""
     from ponder.kvcache import KVConfig
@@ -457,8 +504,9 @@ def _eval_task(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    speculative = _speculative_factory(args) if _speculative(args) else None
     if _quantized(args):
-        return _bench_quantized(args)
+        return _bench_quantized(args, speculative)
     from ponder.adaptive import set_policy
     from ponder.inference.bench import benchmark
     from ponder.report.terminal import render_bench
@@ -479,6 +527,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         repeats=args.repeats,
         progress=not args.quiet,
         ceiling=args.ceiling,
+        speculative=speculative,
     )
     result["model"] = args.model
     _emit(args, result, render_bench)
@@ -498,7 +547,7 @@ def _bench_kv(args: argparse.Namespace, model, tokenizer, kv) -> None:
     _emit(args, result, render_kv_bench)
 
 
-def _bench_quantized(args: argparse.Namespace) -> None:
+def _bench_quantized(args: argparse.Namespace, speculative=None) -> None:
     from ponder.quant.bench import benchmark_quantized
     from ponder.report.terminal import render_bench
 
@@ -517,6 +566,7 @@ def _bench_quantized(args: argparse.Namespace) -> None:
         prefill_tokens=args.prefill_tokens,
         repeats=args.repeats,
         progress=not args.quiet,
+        speculative=speculative,
     )
     result["model"] = args.model
     _emit(args, result, render_bench)
@@ -592,6 +642,7 @@ def cmd_oracle(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    speculative = _speculative(args)
     if _quantized(args):
         _no_knobs(args)
         if args.show_compute:
@@ -599,6 +650,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         tokenizer = _quantized_tokenizer(args)
         ids = _prompt(args, tokenizer)
         decoder, _ = _load_quantized(args, max_len=ids.shape[1] + args.max_new_tokens)
+        if speculative:
+            return _generate_speculative(args, tokenizer, decoder, ids)
         return _generate_plain(args, tokenizer, decoder, ids)
     from ponder.inference import LeanDecoder
 
@@ -606,6 +659,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     _apply_knobs(model, args)
     ids = _prompt(args, tokenizer)
     kv = _kv_config(args)
+    if speculative:
+        return _generate_speculative(
+            args, tokenizer, LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens), ids
+        )
     if kv is None:
         decoder = LeanDecoder(model, max_len=ids.shape[1] + args.max_new_tokens)
     else:
@@ -653,6 +710,16 @@ def _generate_plain(args: argparse.Namespace, tokenizer, decoder, ids, controlle
     console.print(tokenizer.decode(new, skip_special_tokens=True), highlight=False, markup=False)
     console.print(f"[dim]{len(new)} tokens in {seconds:.2f} s ({len(new) / seconds:.1f} tok/s)[/]")
     _held(controller)
+
+
+def _generate_speculative(args: argparse.Namespace, tokenizer, decoder, ids) -> None:
+    """Greedy generation through drafts verified by the model, and what the drafts bought."""
+    from ponder.inference.speculative import describe
+    from ponder.report.terminal import console
+
+    speculative = _speculative_factory(args)(decoder)
+    _generate_plain(args, tokenizer, speculative, ids)
+    console.print(f"[dim]{describe(speculative)}[/]")
 
 
 def _held(controller) -> None:
@@ -923,6 +990,7 @@ def _bench_options(parser: argparse.ArgumentParser) -> None:
         "at the compute the budget spent): the most any executor could gain there",
     )
     _add_kv(parser)
+    _add_speculative(parser)
     _add_json(parser)
 
 
@@ -1029,6 +1097,7 @@ def _generate_options(parser: argparse.ArgumentParser) -> None:
         "other text drift on the model's own answers)",
     )
     _add_kv(parser)
+    _add_speculative(parser)
 
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from ponder.adaptive import adaptive_modules, get_budget, set_budget
 from ponder.errors import PonderError
 from ponder.inference.ceiling import ffn_paths, sliced_paths
 from ponder.inference.decode import LeanDecoder
+from ponder.inference.speculative import SpeculativeDecoder, bench_row
 from ponder.state import method_name
 from ponder.stats import ComputeMeter, decode_weight_bytes
 from ponder.timing import Rate, cpu_name, paired_ratio, peak_rss_mb, prompt_ids, rate_row, run_interleaved
@@ -41,10 +42,12 @@ def benchmark(
     repeats: int = 5,
     progress: bool = True,
     ceiling: bool = False,
+    speculative: Callable[[LeanDecoder], SpeculativeDecoder] | None = None,
 ) -> dict:
     """Decode and prefill speed of the dense lean path, `transformers.generate` and each budget; with `ceiling`,
     also each budget's decode through the perfect width executor at the FFN compute that budget spent
-    (`ponder.inference.ceiling`)."""
+    (`ponder.inference.ceiling`); with `speculative` (a speculative decoder over the lean one), its decode at the
+    model's own budget, timed beside the others."""
     if repeats < 1:
         raise PonderError(f"repeats must be >= 1, got {repeats}")
     budgets = list(budgets or [])
@@ -85,6 +88,9 @@ def benchmark(
         paths = sliced_paths(decoder, meter.report.ffn_compute) if ceiling and budget != 1.0 else None
         if paths is not None:
             cases[f"ceiling@{budget}"] = at(budget, partial(_decode_through, decoder, paths, prompt, new_tokens))
+    spec = None if speculative is None else speculative(decoder)
+    if spec is not None:
+        cases["speculative"] = at(1.0, lambda: spec.generate(prompt, new_tokens))
     seconds = run_interleaved(cases, repeats, progress)
     set_budget(model, restore)
 
@@ -137,4 +143,15 @@ def benchmark(
         },
         "budgets": rows,
         "peak_rss_mb": peak_rss_mb(),
-    }
+    } | _speculative_row(spec, model, decoder, prompt, new_tokens, seconds, restore)
+
+
+def _speculative_row(spec, model, decoder, prompt, new_tokens, seconds, restore) -> dict:
+    """{"speculative": row} against the dense lean decode timed beside it, or {}."""
+    if spec is None:
+        return {}
+    set_budget(model, 1.0)
+    dense_tokens = decoder.generate(prompt, new_tokens)
+    row = bench_row(spec, prompt, new_tokens, dense_tokens, seconds["decode@1.0"], seconds["speculative"])
+    set_budget(model, restore)
+    return {"speculative": row}

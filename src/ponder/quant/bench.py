@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ponder.errors import PonderError
+from ponder.inference.speculative import SpeculativeDecoder, bench_row
 from ponder.quant.formats import BLOCK
 from ponder.quant.runtime import QuantDecoder, mat
 from ponder.quant.weights import QuantTensor
@@ -66,9 +67,11 @@ def benchmark_quantized(
     repeats: int = 5,
     progress: bool = True,
     ceiling: bool = False,
+    speculative: Callable[[QuantDecoder], SpeculativeDecoder] | None = None,
 ) -> dict:
     """Decode and prefill tokens/s of `decoder`'s dense model and, for an adaptive decoder, of each budget (and
-    its ceiling), under the JSON keys of `ponder bench`."""
+    its ceiling), under the JSON keys of `ponder bench`; with `speculative` (a speculative decoder over `decoder`),
+    its decode at the decoder's own budget, timed beside them."""
     if repeats < 1:
         raise PonderError(f"repeats must be >= 1, got {repeats}")
     budgets = list(budgets or [])
@@ -114,9 +117,21 @@ def benchmark_quantized(
             compute[budget] = decoder.ffn_compute
             if ceiling:
                 cases[f"ceiling@{budget}"] = at(1.0, through_ceiling(compute[budget]))
+    spec = None if speculative is None else speculative(decoder)
+    if spec is not None:
+        cases["speculative"] = at(1.0, lambda: spec.generate(prompt, new_tokens))
     seconds = run_interleaved(cases, repeats, progress)
     if adaptive:
         decoder.set_budget(restore)
+    extra = {}
+    if spec is not None:  # against the dense decode timed beside it
+        if adaptive:
+            decoder.set_budget(1.0)
+        dense_tokens = decoder.generate(prompt, new_tokens)
+        row = bench_row(spec, prompt, new_tokens, dense_tokens, seconds["decode@1.0"], seconds["speculative"])
+        extra["speculative"] = row
+        if adaptive:
+            decoder.set_budget(restore)
 
     def rates(budget: float) -> dict[str, Rate]:
         return {
@@ -154,4 +169,4 @@ def benchmark_quantized(
         | {"weight_bytes_per_token": weight_bytes, "bandwidth_gb_s": weight_bytes * dense["decode"].median / 1e9},
         "budgets": rows,
         "peak_rss_mb": peak_rss_mb(),
-    }
+    } | extra

@@ -82,7 +82,19 @@ def render_bench(result: dict) -> None:
             f"{row['prefill_speedup']:.2f}",
             *((f"{bound:.2f}" if bound else "n/a",) if ceiling else ()),
         )
+    spec = result.get("speculative")
+    if spec is not None:
+        table.add_row(
+            f"speculative ({spec['draft']}, k≤{spec['k']})", "1.000", _rate(spec, "decode_tok_s"),
+            f"{spec['decode_speedup']:.2f}", "", "", *blank,
+        )  # fmt: skip
     console.print(table)
+    if spec is not None:
+        console.print(
+            f"speculative: {spec['acceptance_rate']:.2f} of drafts kept, {spec['tokens_per_verify']:.2f} tokens a "
+            f"pass, {spec['mean_drafts']:.1f} drafts a verified pass; same tokens as dense: "
+            f"{'yes' if spec['tokens_match_dense'] else 'NO'}"
+        )
     against_hf = (
         f"lean dense decode vs transformers.generate: {dense['speedup_vs_hf_generate']:.2f}× "
         f"(same tokens: {'yes' if result['tokens_match_hf'] else 'NO'}); "
