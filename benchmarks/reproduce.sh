@@ -46,6 +46,11 @@ if [[ $part == speed || $part == all ]]; then
   ponder bench runs/moe-e32-recipe --budgets 0.5 --repeats 7 --ceiling --json $out/bench-moe-e32-ceiling.json
   python benchmarks/decode_ceiling.py runs/teal runs/moe-recipe runs/moe-e32-recipe --fractions 0.5,0.53,0.583 \
     --repeats 15
+  python benchmarks/llamacpp_peer.py --formats Q8_0,Q4_1-shipped,Q4_1,Q4_0 --ponder-formats fp32,q8_0,q4_1,q4_0 \
+    --rounds 5 --windows 0 --out runs/peer-quiet
+  cp runs/peer-quiet/peer.json $out/llamacpp-peer-quiet.json && cp runs/peer-quiet/peer.md $out/llamacpp-peer-quiet.md
+  python benchmarks/speculative.py --formats q4_1,q8_0,fp32 --rounds 3 --new-tokens 128 --out runs/speculative
+  cp runs/speculative/speculative.json runs/speculative/speculative.md $out/
 fi
 if [[ $part == tasks || $part == all ]]; then
   ponder eval smollm2-135m --task piqa --json $out/piqa-dense.json
