@@ -69,6 +69,18 @@ def test_int8_matvec_is_the_integer_dot_of_the_quantized_input(fmt):
     assert torch.allclose(y.double(), reference, rtol=0, atol=float(1e-5 * (dense.abs() @ x.abs()).max()))
 
 
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("blocks", [1, 3, 6])
+def test_one_token_rows_four_at_a_time_equal_rows_one_at_a_time(fmt, blocks):
+    """A one-token matvec runs four interleaved rows a call; each row's value is the lone row's, bit for bit."""
+    weight, _ = _weight(fmt, 23, 32 * blocks, seed=blocks)
+    x = torch.randn(1, 32 * blocks) * 2
+    together = matmul(weight, x, activations="int8", threads=2)[0]
+    rows = weight.data.reshape(23, -1)
+    alone = torch.cat([matmul(QuantTensor(weight.format, (1, 32 * blocks), rows[r : r + 1]), x)[0] for r in range(23)])
+    assert torch.equal(together, alone)
+
+
 def test_activation_quantization_matches_the_numpy_rule():
     x = torch.randn(256) * torch.logspace(-3, 2, 256)
     scales, values = quantize_activations(x)
@@ -155,10 +167,22 @@ def test_fp32_weights_run_every_rope_family_as_hf(family):
     assert (got - expected).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("activations", ["int8", "fp32"])
-def test_kv_cache_decode_equals_one_pass_and_chunks_do_not_matter(activations):
-    quantized = quantize_model(_small_llama(1), "q4_1")
-    ids = torch.randint(0, 256, (30,), generator=torch.Generator().manual_seed(4))
+@pytest.mark.parametrize(
+    ("fmt", "activations", "shape"),
+    [("q4_1", "int8", "even"), ("q4_1", "fp32", "even"), ("q4_1", "int8", "odd"), ("q4_0", "int8", "odd"),
+     ("q8_0", "int8", "odd")],
+)  # fmt: skip
+def test_kv_cache_decode_equals_one_pass_and_chunks_do_not_matter(fmt, activations, shape):
+    """Token groups (T > 1) and four-row one-token steps sum every row in the same order: the same logits, bit for
+    bit, also with odd block counts and row counts that are not multiples of four ("odd")."""
+    model = _small_llama(1)
+    if shape == "odd":
+        torch.manual_seed(1)
+        config = LlamaConfig(vocab_size=250, hidden_size=96, intermediate_size=160, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)  # fmt: skip
+        model = AutoModelForCausalLM.from_config(config).eval()
+    quantized = quantize_model(model, fmt)
+    ids = torch.randint(0, 250, (30,), generator=torch.Generator().manual_seed(4))
     one_pass = QuantDecoder(quantized, activations=activations, threads=2, max_len=32, chunk=64).logits(ids)
     chunked = QuantDecoder(quantized, activations=activations, threads=1, max_len=32, chunk=7).logits(ids)
     decoder = QuantDecoder(quantized, activations=activations, threads=2, max_len=32)

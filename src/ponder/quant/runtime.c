@@ -7,7 +7,9 @@
  * As llama.cpp does, each matvec's input is quantized once to int8 blocks of 32 (scale amax/127, kept in fp32
  * here, with d*sum(q) for the Q4 offset terms), so a block's dot is one integer dot: vpdpbusd (AVX-512 VNNI) or
  * pmaddubsw (AVX2) over the unsigned nibbles and signed activations, a scalar loop elsewhere. Every path computes
- * the same integer sums; they differ only in float summation order.
+ * the same integer sums; they differ only in float summation order. With AVX-512 VNNI a one-token matvec takes two
+ * blocks a step (even and odd blocks in separate accumulators) and four rows a call, and the token groups of T > 1
+ * calls keep each row's order, so that a step and a multi-token pass give the same logits bit for bit.
  *
  * pq_forward runs T tokens through every layer (RMSNorm, QKV, RoPE in HF's rotate_half convention, causal
  * attention over the fp32 KV cache, o_proj, SwiGLU FFN) and the head, inside one OpenMP parallel region: the
@@ -326,6 +328,91 @@ static size_t row_bytes(int32_t format, int64_t cols) {
     }
 }
 
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define PQ_GROUPS 1
+/* T = 1 on AVX-512: two blocks a step in one 512-bit register, lanes 0-7 the even block's and 8-15 the odd one's,
+   so that every row carries an even and an odd chain, as group_dot does for each token (the two agree bit for
+   bit); R rows interleaved share the input's loads and overlap their chains. */
+
+/* The 64 weight bytes of blocks b and b+1 of a row (zeros for b+1 when !both), in the input's byte order, and
+   their fp32 scales in lanes 0 and 2 of *dm, the offset coefficients (min, -8*d or 0) in lanes 1 and 3. */
+static inline __attribute__((always_inline)) __m512i pair_weights(const int format, const uint8_t *row, int64_t b,
+                                                                  const int both, __m128 *dm) {
+    if (format == PQ_Q8_0) {
+        const block_q8_0 *k = (const block_q8_0 *)row + b;
+        const __m256i second = both ? _mm256_loadu_si256((const __m256i *)k[1].qs) : _mm256_setzero_si256();
+        const uint64_t d1 = both ? k[1].d : 0;
+        *dm = _mm_cvtph_ps(_mm_cvtsi64_si128((int64_t)(k[0].d | d1 << 32)));
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)k[0].qs)), second, 1);
+    }
+    const size_t bytes = format == PQ_Q4_1 ? sizeof(block_q4_1) : sizeof(block_q4_0), qs = bytes - QK / 2;
+    const uint8_t *at = row + (size_t)b * bytes;
+    const __m128i first = _mm_loadu_si128((const __m128i *)(at + qs));
+    const __m256i raw = both ? _mm256_inserti128_si256(_mm256_castsi128_si256(first),
+                                                       _mm_loadu_si128((const __m128i *)(at + bytes + qs)), 1)
+                             : _mm256_zextsi128_si256(first);
+    uint32_t head0, head1 = 0; /* d and m (q4_1) or d (q4_0) of each block */
+    memcpy(&head0, at, 4);
+    if (both) memcpy(&head1, at + bytes, 4);
+    if (format == PQ_Q4_1) {
+        *dm = _mm_cvtph_ps(_mm_cvtsi64_si128((int64_t)((uint64_t)head0 | (uint64_t)head1 << 32)));
+    } else {
+        const uint64_t d0 = head0 & 0xffff, d1 = head1 & 0xffff;
+        *dm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128((int64_t)(d0 | d0 << 16 | d1 << 32 | d1 << 48))),
+                         _mm_setr_ps(1.0f, -8.0f, 1.0f, -8.0f));
+    }
+    /* [q0, q0, q1, q1] by 128-bit lane, then the low nibbles of lanes 0 and 2 and the high ones of 1 and 3 */
+    const __m512i spread = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(raw));
+    return _mm512_and_si512(_mm512_srlv_epi64(spread, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)), _mm512_set1_epi8(0x0f));
+}
+
+#define PREFETCH 16 /* rows ahead: four interleaved row streams defeat the hardware prefetcher on matrices past the L3 */
+
+/* out[i] = row i of the R rows at w (`stride` bytes apart) times the int8 input x of nb blocks. */
+static inline __attribute__((always_inline)) void pair_rows(const int format, const int R, const uint8_t *w,
+                                                            size_t stride, const block_act *x, int64_t nb, float *out) {
+    __m512 acc[4];
+    __m128 offsets[4];
+    for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_ps(), offsets[i] = _mm_setzero_ps();
+    const __m512i expand = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    const size_t block = format == PQ_Q8_0 ? sizeof(block_q8_0) : format == PQ_Q4_1 ? sizeof(block_q4_1) : sizeof(block_q4_0);
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int both = b + 1 < nb;
+        const __m256i x1 = both ? _mm256_loadu_si256((const __m256i *)x[b + 1].qs) : _mm256_setzero_si256();
+        const __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[b].qs)), x1, 1);
+        const __m128 ds = _mm_setr_ps(x[b].d, x[b].s, both ? x[b + 1].d : 0.0f, both ? x[b + 1].s : 0.0f);
+        for (int i = 0; i < R; i++) {
+            if (R > 1) _mm_prefetch((const char *)w + (size_t)(i + PREFETCH) * stride + (size_t)b * block, _MM_HINT_T0);
+            __m128 dm;
+            __m512i wv = pair_weights(format, w + (size_t)i * stride, b, both, &dm), xs = xv;
+            if (format == PQ_Q8_0) { /* signed x signed as |w| x (x with w's sign) */
+                xs = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), _mm512_setzero_si512(), xv);
+                wv = _mm512_abs_epi8(wv);
+            }
+            const __m512 scales = _mm512_permutexvar_ps(expand, _mm512_castps128_ps512(_mm_mul_ps(dm, ds)));
+            const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xs);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scales, acc[i]);
+            offsets[i] = _mm_fmadd_ps(dm, ds, offsets[i]); /* lanes 1 and 3: the even and odd offset chains */
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        const __m256 both = _mm256_add_ps(_mm512_castps512_ps256(acc[i]), _mm512_extractf32x8_ps(acc[i], 1));
+        float o[4];
+        _mm_storeu_ps(o, offsets[i]);
+        out[i] = hsum8(both) + (o[1] + o[3]);
+    }
+}
+
+#define PQ_PAIR_FORMATS(R, mat, row, stride, x, nb, out)                                                        \
+    switch ((mat)->format) {                                                                                   \
+    case PQ_Q8_0: pair_rows(PQ_Q8_0, R, row, stride, x, nb, out); break;                                       \
+    case PQ_Q4_0: pair_rows(PQ_Q4_0, R, row, stride, x, nb, out); break;                                       \
+    default: pair_rows(PQ_Q4_1, R, row, stride, x, nb, out);                                                   \
+    }
+#else
+#define PQ_GROUPS 0
+#endif
+
 /* Row r of w times one input: xq its int8 blocks, xf its floats (read by F32 rows, and by every row when xq is
    NULL: the fp32-activation mode). */
 static inline float row_dot(const pq_mat *w, int64_t r, const block_act *xq, const float *xf) {
@@ -341,6 +428,12 @@ static inline float row_dot(const pq_mat *w, int64_t r, const block_act *xq, con
         }
         return w->bias ? y + w->bias[r] : y;
     }
+#if PQ_GROUPS
+    if (w->format != PQ_F32) {
+        PQ_PAIR_FORMATS(1, w, row, 0, xq, nb, &y);
+        return w->bias ? y + w->bias[r] : y;
+    }
+#endif
     switch (w->format) {
     case PQ_Q8_0: y = dot_q8_0((const block_q8_0 *)row, xq, nb); break;
     case PQ_Q4_0: y = dot_q4_0((const block_q4_0 *)row, xq, nb); break;
@@ -348,6 +441,21 @@ static inline float row_dot(const pq_mat *w, int64_t r, const block_act *xq, con
     default: y = dot_f32((const float *)row, xf, w->cols);
     }
     return w->bias ? y + w->bias[r] : y;
+}
+
+/* out[i] = row r+i of w times one input, for i < n: the values row_dot gives, four rows a call where it can. */
+static inline void rows_dot(const pq_mat *w, int64_t r, int64_t n, const block_act *xq, const float *xf, float *out) {
+#if PQ_GROUPS
+    if (n == 4 && xq && w->format != PQ_F32) {
+        const size_t stride = row_bytes(w->format, w->cols);
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * stride;
+        PQ_PAIR_FORMATS(4, w, row, stride, xq, w->cols / QK, out);
+        if (w->bias)
+            for (int64_t i = 0; i < n; i++) out[i] += w->bias[r + i];
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) out[i] = row_dot(w, r + i, xq, xf);
 }
 
 static void dequantize_row(const pq_mat *w, int64_t r, float *out) {
@@ -391,48 +499,59 @@ static void dequantize_row(const pq_mat *w, int64_t r, float *out) {
 #define G 8
 typedef struct { int8_t qs[G][QK]; float d[G], s[G]; } block_grp; /* block b of G tokens' inputs */
 
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-#define PQ_GROUPS 1
-/* out[t] = row · input t for the G tokens of one group, each token's sums in the order of the T = 1 dots: the
-   512-bit lanes hold two tokens' 8-lane accumulators, the weight block broadcast to both halves. */
+#if PQ_GROUPS
+/* Block b of a row into the pair accumulators acc (and the offsets) of the G tokens of one group. */
+static inline __attribute__((always_inline)) void group_block(const int format, const int pairs, const uint8_t *row,
+                                                              const block_grp *x, int64_t b, const __m512i *pick,
+                                                              __m512 *acc, __m256 *offsets) {
+    __m256i wq;
+    float d, coef = 0.0f;
+    if (format == PQ_Q4_1) {
+        const block_q4_1 *k = (const block_q4_1 *)row + b;
+        wq = nibbles(k->qs), d = fp16(k->d), coef = fp16(k->m);
+    } else if (format == PQ_Q4_0) {
+        const block_q4_0 *k = (const block_q4_0 *)row + b;
+        wq = nibbles(k->qs), d = fp16(k->d), coef = -8.0f * d;
+    } else {
+        const block_q8_0 *k = (const block_q8_0 *)row + b;
+        wq = _mm256_loadu_si256((const __m256i *)k->qs), d = fp16(k->d);
+    }
+    const __m512i w2 = _mm512_broadcast_i64x4(format == PQ_Q8_0 ? _mm256_abs_epi8(wq) : wq);
+    const __mmask64 negative = format == PQ_Q8_0 ? _mm512_movepi8_mask(_mm512_broadcast_i64x4(wq)) : 0;
+    const __m512 scales = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(x[b].d)));
+    if (format != PQ_Q8_0) *offsets = _mm256_fmadd_ps(_mm256_set1_ps(coef), _mm256_loadu_ps(x[b].s), *offsets);
+    for (int p = 0; p < pairs; p++) {
+        __m512i xv = _mm512_loadu_si512((const void *)x[b].qs[2 * p]);
+        if (format == PQ_Q8_0) xv = _mm512_mask_sub_epi8(xv, negative, _mm512_setzero_si512(), xv);
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w2, xv);
+        acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pick[p], scales), acc[p]);
+    }
+}
+
+/* out[t] = row · input t for the G tokens of one group, each token's sums in the order of the T = 1 dots
+   (pair_rows): the 512-bit lanes hold two tokens' 8-lane accumulators, the weight block broadcast to both halves,
+   even and odd blocks in separate accumulators. */
 static inline __attribute__((always_inline)) void group_dot(const int format, const int pairs, const uint8_t *row,
                                                             const block_grp *x, int64_t nb, float *out) {
     /* pairs: the token pairs the group holds (a verify pass of a few tokens pays for those, not for G) */
-    __m512 acc[G / 2];
-    for (int p = 0; p < G / 2; p++) acc[p] = _mm512_setzero_ps();
-    __m256 offsets = _mm256_setzero_ps();
+    __m512 even[G / 2], odd[G / 2];
+    for (int p = 0; p < G / 2; p++) even[p] = odd[p] = _mm512_setzero_ps();
+    __m256 even_offsets = _mm256_setzero_ps(), odd_offsets = _mm256_setzero_ps();
     __m512i pick[G / 2];
     for (int p = 0; p < G / 2; p++)
         pick[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * p)), _mm256_set1_epi32(2 * p + 1), 1);
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i wq;
-        float d, coef = 0.0f;
-        if (format == PQ_Q4_1) {
-            const block_q4_1 *k = (const block_q4_1 *)row + b;
-            wq = nibbles(k->qs), d = fp16(k->d), coef = fp16(k->m);
-        } else if (format == PQ_Q4_0) {
-            const block_q4_0 *k = (const block_q4_0 *)row + b;
-            wq = nibbles(k->qs), d = fp16(k->d), coef = -8.0f * d;
-        } else {
-            const block_q8_0 *k = (const block_q8_0 *)row + b;
-            wq = _mm256_loadu_si256((const __m256i *)k->qs), d = fp16(k->d);
-        }
-        const __m512i w2 = _mm512_broadcast_i64x4(format == PQ_Q8_0 ? _mm256_abs_epi8(wq) : wq);
-        const __mmask64 negative = format == PQ_Q8_0 ? _mm512_movepi8_mask(_mm512_broadcast_i64x4(wq)) : 0;
-        const __m512 scales = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(x[b].d)));
-        if (format != PQ_Q8_0) offsets = _mm256_fmadd_ps(_mm256_set1_ps(coef), _mm256_loadu_ps(x[b].s), offsets);
-        for (int p = 0; p < pairs; p++) {
-            __m512i xv = _mm512_loadu_si512((const void *)x[b].qs[2 * p]);
-            if (format == PQ_Q8_0) xv = _mm512_mask_sub_epi8(xv, negative, _mm512_setzero_si512(), xv);
-            const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w2, xv);
-            acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pick[p], scales), acc[p]);
-        }
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        group_block(format, pairs, row, x, b, pick, even, &even_offsets);
+        group_block(format, pairs, row, x, b + 1, pick, odd, &odd_offsets);
     }
+    if (b < nb) group_block(format, pairs, row, x, b, pick, even, &even_offsets);
     float off[G];
-    _mm256_storeu_ps(off, offsets);
+    _mm256_storeu_ps(off, _mm256_add_ps(even_offsets, odd_offsets));
     for (int p = 0; p < pairs; p++) {
-        out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p])) + off[2 * p];
-        out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1)) + off[2 * p + 1];
+        const __m512 sum = _mm512_add_ps(even[p], odd[p]);
+        out[2 * p] = hsum8(_mm512_castps512_ps256(sum)) + off[2 * p];
+        out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(sum, 1)) + off[2 * p + 1];
     }
 }
 
@@ -459,8 +578,6 @@ static void group_row(const pq_mat *w, int64_t r, const block_grp *x, int tokens
     if (w->bias)
         for (int t = 0; t < tokens; t++) out[t] += w->bias[r];
 }
-#else
-#define PQ_GROUPS 0
 #endif
 
 /* ---- standalone entry points (tests and Python-side use) ---- */
@@ -605,6 +722,16 @@ static inline float *row_scratch(const pq_work *w, const pq_model *m) {
 /* y [T, ldy] (+)= x · w^T over the prepared inputs. Call inside the region. */
 static void matmul_rows(const pq_model *m, const pq_mat *w, const pq_work *k, int64_t T, float *y, int64_t ldy,
                         int accumulate) {
+    if (T == 1) {
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < (w->rows + 3) / 4; c++) {
+            const int64_t r = c * 4, n = w->rows - r < 4 ? w->rows - r : 4;
+            float v[4];
+            rows_dot(w, r, n, xq_row(k, 0, 0), k->xn, v);
+            for (int64_t i = 0; i < n; i++) y[r + i] = accumulate ? y[r + i] + v[i] : v[i];
+        }
+        return;
+    }
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < w->rows; r++) {
         float *v = row_scratch(k, m);
@@ -613,18 +740,32 @@ static void matmul_rows(const pq_model *m, const pq_mat *w, const pq_work *k, in
     }
 }
 
+/* Q, K and V share their input: one pass over all their rows into qkv [T, QKV]; four rows a chunk when T = 1
+   (no chunk spans two matrices). Call inside the region. */
+static void qkv_rows(const pq_model *m, const pq_layer *L, const pq_work *w, int64_t T, int64_t QKV) {
+    const pq_mat *mats[3] = {&L->q, &L->k, &L->v};
+    const int64_t nq = L->q.rows, nk = L->k.rows, first[3] = {0, nq, nq + nk};
+    const int64_t step = T == 1 ? 4 : 1, cq = (nq + step - 1) / step, ck = (nk + step - 1) / step;
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < cq + 2 * ck; c++) {
+        const int which = c < cq ? 0 : (c < cq + ck ? 1 : 2);
+        const pq_mat *mat = mats[which];
+        const int64_t r = (which == 0 ? c : (which == 1 ? c - cq : c - cq - ck)) * step;
+        if (T == 1) {
+            rows_dot(mat, r, mat->rows - r < 4 ? mat->rows - r : 4, xq_row(w, 0, 0), w->xn, w->qkv + first[which] + r);
+            continue;
+        }
+        float *v = row_scratch(w, m);
+        row_all(mat, r, w, T, v);
+        for (int64_t t = 0; t < T; t++) w->qkv[t * QKV + first[which] + r] = v[t];
+    }
+}
+
 static void attention_layer(const pq_model *m, const pq_layer *L, const pq_work *w, int64_t T, int64_t pos) {
     const int64_t D = m->hidden, H = m->heads, K = m->kv_heads, E = m->head_dim, S = m->max_len;
-    const int64_t QKV = (H + 2 * K) * E, nq = L->q.rows, nk = L->k.rows;
+    const int64_t QKV = (H + 2 * K) * E;
     norm_inputs(m, w, w->x, L->attn_norm, T);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < nq + 2 * nk; r++) { /* Q, K and V share their input: one pass over all rows */
-        const pq_mat *mat = r < nq ? &L->q : (r < nq + nk ? &L->k : &L->v);
-        const int64_t row = r < nq ? r : (r < nq + nk ? r - nq : r - nq - nk);
-        float *v = row_scratch(w, m);
-        row_all(mat, row, w, T, v);
-        for (int64_t t = 0; t < T; t++) w->qkv[t * QKV + r] = v[t];
-    }
+    qkv_rows(m, L, w, T, QKV);
 #pragma omp for schedule(static) collapse(2)
     for (int64_t t = 0; t < T; t++)
         for (int64_t h = 0; h < H + 2 * K; h++) {
@@ -680,12 +821,23 @@ static void ffn_layer(const pq_model *m, const pq_layer *L, const pq_work *w, in
         cats_ffn(m, L, w, T);
         return;
     }
+    if (T == 1) {
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < F; r++) { /* gate and up of neuron r together, SwiGLU into the down input */
-        float *g = row_scratch(w, m), *u = g + groups;
-        row_all(&L->gate, r, w, T, g);
-        row_all(&L->up, r, w, T, u);
-        for (int64_t t = 0; t < T; t++) w->ffn[t * F + r] = g[t] / (1.0f + expf(-g[t])) * u[t];
+        for (int64_t c = 0; c < (F + 3) / 4; c++) { /* gate and up of four neurons together */
+            const int64_t r = c * 4, n = F - r < 4 ? F - r : 4;
+            float g[4], u[4];
+            rows_dot(&L->gate, r, n, xq_row(w, 0, 0), w->xn, g);
+            rows_dot(&L->up, r, n, xq_row(w, 0, 0), w->xn, u);
+            for (int64_t i = 0; i < n; i++) w->ffn[r + i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
+    } else {
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < F; r++) { /* gate and up of neuron r together, SwiGLU into the down input */
+            float *g = row_scratch(w, m), *u = g + groups;
+            row_all(&L->gate, r, w, T, g);
+            row_all(&L->up, r, w, T, u);
+            for (int64_t t = 0; t < T; t++) w->ffn[t * F + r] = g[t] / (1.0f + expf(-g[t])) * u[t];
+        }
     }
     prepare_inputs(w, w->ffn, T, F);
 #pragma omp for schedule(static)
@@ -739,15 +891,21 @@ int32_t pq_matmul(const pq_mat *w, const float *x, int64_t T, float *y, int32_t 
     const int32_t ok = k.xq && k.xg && scratch;
     if (ok) {
         prepare_inputs(&k, x, T, w->cols);
+        if (T == 1) {
 #pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t r = 0; r < w->rows; r++) {
+            for (int64_t r = 0; r < w->rows; r += 4)
+                rows_dot(w, r, w->rows - r < 4 ? w->rows - r : 4, xq_row(&k, 0, 0), x, y + r);
+        } else {
+#pragma omp parallel for schedule(static) num_threads(threads)
+            for (int64_t r = 0; r < w->rows; r++) {
 #ifdef _OPENMP
-            float *v = scratch + omp_get_thread_num() * padded;
+                float *v = scratch + omp_get_thread_num() * padded;
 #else
-            float *v = scratch;
+                float *v = scratch;
 #endif
-            row_all(w, r, &k, T, v);
-            for (int64_t t = 0; t < T; t++) y[t * w->rows + r] = v[t];
+                row_all(w, r, &k, T, v);
+                for (int64_t t = 0; t < T; t++) y[t * w->rows + r] = v[t];
+            }
         }
     }
     free(k.xq), free(k.xg), free(scratch);
