@@ -783,6 +783,42 @@ def test_speculative_generate_options(capsys, base):
         assert code == 2 and message in err, (extra, err)
 
 
+def test_auto_budget_options(capsys, base, teal, tmp_path, monkeypatch):
+    """`--budget auto:B` scores eval a token at a time and generates with each pass at its entropy bin's budget,
+    calibrated once (then cached); a bare `auto`, an out-of-range mean and what it cannot join are refused."""
+    monkeypatch.setenv("PONDER_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "auto.json"
+    argv = ["eval", teal, "--budget", "auto:0.5", "--windows", "1", "--window-len", "32", "--json", out, "--quiet"]
+    code, text, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    result = read_json(out)
+    assert result["budget"] == 0.5 and sum(result["levels"].values()) == 31 and "auto:0.5" in text
+    levels = result["entropy_budget"]["levels"]
+    assert sum(levels) / len(levels) == pytest.approx(0.5) and len(result["entropy_budget"]["edges"]) == 3
+    assert len(list((tmp_path / "cache" / "entropy-budget").glob("*.json"))) == 1
+    prompt = ["generate", teal, "one two three", "--max-new-tokens", "6", "--raw", "--quiet"]
+    code, text, err = run_cli(capsys, *prompt, "--budget", "auto:0.5")
+    assert code == 0, err
+    assert "for auto:0.5 (passes at budgets" in " ".join(text.split())
+    code, text, err = run_cli(capsys, *prompt, "--budget", "auto:0.5", "--show-compute")
+    assert code == 0 and "for auto:0.5" in " ".join(text.split()), err
+    refused = {
+        ("--budget", "auto"): "auto:0.5",
+        ("--budget", "auto:1.5"): "budget",
+        ("--budget", "auto:0.5", "--hold-budget"): "--hold-budget",
+        ("--budget", "auto:0.5", "--kv-budget", "4"): "--kv-*",
+        ("--budget", "auto:0.5", "--weights", "q8_0"): "--weights",
+        ("--budget", "auto:0.5", "--speculative"): "--speculative",
+    }
+    for extra, message in refused.items():
+        code, _, err = run_cli(capsys, *prompt, *extra)
+        assert code == 2 and message in err, (extra, err)
+    code, _, err = run_cli(capsys, "generate", base, "one", "--budget", "auto:0.5", "--quiet")
+    assert code == 2 and "adaptive model" in err
+    code, _, err = run_cli(capsys, "bench", teal, "--budgets", "auto:0.5")
+    assert code == 2 and "not a number" in err
+
+
 def test_speculative_bench_options(capsys, base, tmp_path):
     """`bench --speculative` adds a `speculative` row timed beside dense, on fp32 and quantized weights."""
     argv = ["bench", base, "--prompt-tokens", "16", "--new-tokens", "8", "--prefill-tokens", "8", "--repeats", "1"]

@@ -53,6 +53,22 @@ def budget(text: str) -> float:
         return check_budget(value)
 
 
+@dataclass(frozen=True)
+class AutoBudget:
+    """`--budget auto:B`: each token's budget from the previous prediction's entropy, B on average."""
+
+    mean: float
+
+
+def budget_or_auto(text: str) -> float | AutoBudget:
+    """A budget, or auto:B (B checked as a budget)."""
+    if text.strip() == "auto":
+        raise argparse.ArgumentTypeError("give auto its mean budget, e.g. auto:0.5")
+    if text.startswith("auto:"):
+        return AutoBudget(budget(text[len("auto:") :]))
+    return budget(text)
+
+
 def budget_list(text: str) -> list[float]:
     """Comma-separated budgets, e.g. 0.75,0.5, each checked as `budget`."""
     values = [budget(part) for part in text.split(",") if part.strip()]
@@ -163,8 +179,15 @@ def _add_loading(group: argparse._ActionsContainer) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _add_budget(parser: argparse.ArgumentParser, *, default: float | None = None, help: str = BUDGET_HELP) -> None:
-    parser.add_argument("--budget", type=budget, default=default, help=help)
+def _add_budget(
+    parser: argparse.ArgumentParser, *, default: float | None = None, help: str = BUDGET_HELP, auto: bool = False
+) -> None:
+    if auto:
+        help += (
+            ", or auto:B (each token's budget from the entropy of the prediction before it, B on average; "
+            "calibrated once on wikitext2-valid, then cached)"
+        )
+    parser.add_argument("--budget", type=budget_or_auto if auto else budget, default=default, help=help)
 
 
 def _add_budgets(parser: argparse.ArgumentParser, *, default: list[float] | None = None) -> None:
@@ -398,11 +421,35 @@ def _no_knobs(args: argparse.Namespace) -> None:
         raise PonderError("the --kv-* options run the transformers cache, on fp32 modules: drop --weights")
 
 
+def _auto_budget(args: argparse.Namespace) -> AutoBudget | None:
+    """--budget auto:B, checked against the options it does not combine with; None for a plain budget."""
+    if not isinstance(getattr(args, "budget", None), AutoBudget):
+        return None
+    if _quantized(args):
+        raise PonderError("--budget auto runs on fp32 modules: drop --weights")
+    if _kv_config(args) is not None:
+        raise PonderError("--budget auto scores through the lean cache, not the --kv-* one: drop one of them")
+    for option in ("task", "hold_budget", "speculative", "policy"):
+        if getattr(args, option, None) not in (None, False):
+            raise PonderError(f"--{option.replace('_', '-')} does not combine with --budget auto: drop one of them")
+    return args.budget
+
+
+def _entropy_policy(model, tokenizer, auto: AutoBudget, *, quiet: bool):
+    """The entropy bins and budgets for auto:B, calibrated on wikitext2-valid (once: then read from the cache)."""
+    from ponder.data import CALIB_DEFAULT, load_text
+    from ponder.entropy_budget import cached_calibration
+
+    return cached_calibration(model, tokenizer, load_text(CALIB_DEFAULT), auto.mean, progress=not quiet)
+
+
 def _apply_knobs(model, args: argparse.Namespace) -> None:
     """--budget and --policy of a command that runs a model as it is (not one that converts it first)."""
     from ponder.adaptive import set_budget, set_policy
 
-    if args.budget is not None:
+    if isinstance(args.budget, AutoBudget):
+        set_budget(model, args.budget.mean)
+    elif args.budget is not None:
         set_budget(model, args.budget)
     if getattr(args, "policy", None) is not None:
         set_policy(model, args.policy)
@@ -430,6 +477,7 @@ def _check_output(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from ponder.data import load_text
 
+    auto = _auto_budget(args)
     quantized = _quantized(args)
     if args.task:
         if quantized:
@@ -438,6 +486,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
             raise PonderError("--kv-* score perplexity through the KV cache; --task scores whole sequences: drop one")
         return _eval_task(args)
     text = load_text(args.data)  # read data before the slow model load, so a bad path fails fast
+    if auto is not None:
+        return _eval_auto(args, text)
     if quantized:
         return _eval_quantized(args, text)
     from ponder.adaptive import get_budget
@@ -466,6 +516,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result.update(model=args.model, data=args.data, budget=get_budget(model), method=_method(model))
     if kv is not None:
         result.update(kv_budget=kv.budget, kv_policy=kv.policy, kv_bits=kv.bits)
+    _emit(args, result, render_eval)
+
+
+def _eval_auto(args: argparse.Namespace, text: str) -> None:
+    """Perplexity under --budget auto:B, scored a token at a time (each pass's budget follows the one before)."""
+    from ponder.entropy_budget import stepwise_perplexity
+    from ponder.report.terminal import render_eval
+
+    model, tokenizer = _load(args)
+    _apply_knobs(model, args)
+    policy = _entropy_policy(model, tokenizer, args.budget, quiet=args.quiet)
+    scored = stepwise_perplexity(
+        model, tokenizer, text, policy=policy, windows=args.windows, window_len=args.window_len or WINDOW_LEN,
+        progress=not args.quiet,
+    )  # fmt: skip
+    result = scored.as_dict()
+    result.update(model=args.model, data=args.data, budget=args.budget.mean, method=_method(model))
+    result["entropy_budget"] = {"edges": policy.edges, "levels": policy.levels}
     _emit(args, result, render_eval)
 
 
@@ -643,6 +711,7 @@ def cmd_oracle(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     speculative = _speculative(args)
+    auto = _auto_budget(args)
     if _quantized(args):
         _no_knobs(args)
         if args.show_compute:
@@ -658,6 +727,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     model, tokenizer = _load(args)
     _apply_knobs(model, args)
     ids = _prompt(args, tokenizer)
+    if auto is not None:
+        return _generate_auto(args, model, tokenizer, ids, auto)
     kv = _kv_config(args)
     if speculative:
         return _generate_speculative(
@@ -680,6 +751,25 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.show_compute:
         return _generate_with_compute(args, model, tokenizer, decoder, ids, controller)
     _generate_plain(args, tokenizer, decoder, ids, controller)
+
+
+def _generate_auto(args: argparse.Namespace, model, tokenizer, ids, auto: AutoBudget) -> None:
+    """Greedy generation under --budget auto:B, and the budgets its passes ran at."""
+    from ponder.entropy_budget import EntropyBudgetDecoder
+    from ponder.report.terminal import console
+    from ponder.stats import ComputeMeter
+
+    policy = _entropy_policy(model, tokenizer, auto, quiet=args.quiet)
+    decoder = EntropyBudgetDecoder(model, policy, max_len=ids.shape[1] + args.max_new_tokens)
+    with ComputeMeter(model) as meter:
+        if args.show_compute:
+            _generate_with_compute(args, model, tokenizer, decoder, ids)
+        else:
+            _generate_plain(args, tokenizer, decoder, ids)
+    uses = ", ".join(f"{level:g}: {count}" for level, count in sorted(decoder.knob.uses.items()))
+    console.print(
+        f"[dim]FFN compute spent {meter.report.ffn_compute:.3f} for auto:{auto.mean:g} (passes at budgets {uses})[/]"
+    )
 
 
 def _prompt(args: argparse.Namespace, tokenizer):
@@ -956,7 +1046,7 @@ KV_WINDOW_LEN = 2048
 
 def _eval_options(parser: argparse.ArgumentParser) -> None:
     _add_model(parser)
-    _add_budget(parser)
+    _add_budget(parser, auto=True)
     _add_policy(parser)
     _add_text(parser)
     _add_windows(parser, default=20)
@@ -1086,7 +1176,7 @@ def _generate_options(parser: argparse.ArgumentParser) -> None:
     _add_model(parser)
     parser.add_argument("prompt", help="text to continue (in the chat template, if the tokenizer has one)")
     parser.add_argument("--max-new-tokens", type=positive, default=64, help="tokens to generate (default 64)")
-    _add_budget(parser)
+    _add_budget(parser, auto=True)
     _add_policy(parser)
     parser.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
     parser.add_argument("--show-compute", action="store_true", help="stream tokens shaded by the FFN compute used")

@@ -17,7 +17,7 @@ def render_eval(result: dict) -> None:
         table.add_column(column, justify="right")
     table.add_row(
         result["method"],
-        f"{result['budget']:.2f}",
+        f"auto:{result['budget']:g}" if "entropy_budget" in result else f"{result['budget']:.2f}",
         f"{result['perplexity']:.3f}",
         str(result["tokens"]),
         f"{result['tokens_per_s']:.0f}",
