@@ -17,8 +17,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from ponder.errors import PonderError
 from ponder.methods.base import budget_grid
-from ponder.quant import QuantDecoder, quantize_model
-from ponder.quant.adaptive import AdaptiveQuantDecoder, cats_neuron_fraction, ffn_call
+from ponder.quant import QuantDecoder, QuantTensor, quantize_model
+from ponder.quant.adaptive import AdaptiveQuantDecoder, cats_neuron_fraction, ffn_call, neuron_major, requantize_error
+from ponder.quant.formats import quantize
 from ponder.quant.runtime import quantize_activations
 
 FORMATS = ["q8_0", "q4_0", "q4_1"]
@@ -200,3 +201,16 @@ def test_cli_runs_a_converted_model_on_quantized_weights(tmp_path, saved_model, 
     capsys.readouterr()
     assert main(["eval", str(teal), "--weights", "q4_1", "--data", str(text), "--quiet"]) == 2
     assert "runs cats" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0"])
+def test_neuron_major_down_of_a_4_bit_file_is_8_bit(fmt):
+    """Requantizing 4-bit blocks along the other axis would round them to 4 bits again: q8_0 keeps them closer."""
+    quantized = quantize_model(_llama(), fmt)
+    down = quantized.tensors["model.layers.0.mlp.down_proj.weight"]
+    down_t = neuron_major(down)
+    assert down_t.format.name == "q8_0" and down_t.shape == tuple(reversed(down.shape))
+    values = down.dequantize().t().contiguous()
+    same_format = QuantTensor(down.format, down_t.shape, quantize(values, down.format))
+    ours, theirs = requantize_error(down, down_t)[1], requantize_error(down, same_format)[1]
+    assert ours <= theirs and (fmt == "q8_0" or ours < theirs / 4)
