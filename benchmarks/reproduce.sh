@@ -34,6 +34,13 @@ if [[ $part == quality || $part == all ]]; then
   for b in 0.75 0.5 0.35 0.25; do
     ponder eval runs/teal-wina --budget $b --windows 20 --json $out/eval-teal-wina-$b.json
   done
+  python benchmarks/entropy_budget.py runs/teal --out runs/entropy-budget
+  cp runs/entropy-budget/entropy-budget.json runs/entropy-budget/entropy-budget.md $out/
+  [ -d runs/cats ] || ponder convert smollm2-135m --method cats -o runs/cats
+  for b in 0.75 0.5; do
+    ponder eval runs/cats --budget $b --windows 6 --json $out/eval-cats-$b.json
+    ponder eval runs/cats --weights q4_1 --budget $b --windows 6 --json $out/eval-cats-q4_1-$b.json
+  done
   python benchmarks/matched_compute.py --at 0.502,0.503,0.505 \
     teal=$out/eval-teal-0.49.json,$out/eval-teal-0.5.json \
     moe=$out/eval-moe-recipe-0.47.json,$out/eval-moe-recipe-0.5.json \
