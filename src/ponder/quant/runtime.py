@@ -111,8 +111,8 @@ def source_path() -> Path:
     return Path(str(resources.files("ponder.quant") / _SOURCE))
 
 
-def build(target: Path, flags: tuple[str, ...] = FLAGS) -> Path:
-    """Compile runtime.c into `target` (a temp file renamed into place)."""
+def build(target: Path, flags: tuple[str, ...] = FLAGS, source: Path | None = None) -> Path:
+    """Compile runtime.c (or `source`) into `target` (a temp file renamed into place)."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise PonderError("the quantized runtime needs a C compiler: install gcc (or set CC)")
@@ -120,7 +120,8 @@ def build(target: Path, flags: tuple[str, ...] = FLAGS) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *flags, str(source_path()), "-o", tmp, "-lm"], capture_output=True)
+        source = source or source_path()
+        result = subprocess.run([compiler, *flags, str(source), "-o", tmp, "-lm"], capture_output=True)
         if result.returncode:
             first = (result.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
             raise PonderError(f"building the quantized runtime failed ({first}): check the C compiler and OpenMP")
