@@ -328,8 +328,6 @@ static size_t row_bytes(int32_t format, int64_t cols) {
     }
 }
 
-#define FEW 8 /* passes of up to FEW tokens run each row once over every token with the one-token arithmetic */
-
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define PQ_GROUPS 1
 /* T = 1 on AVX-512: two blocks a step in one 512-bit register, lanes 0-7 the even block's and 8-15 the odd one's,
@@ -404,51 +402,6 @@ static inline __attribute__((always_inline)) void pair_rows(const int format, co
         out[i] = hsum8(both) + (o[1] + o[3]);
     }
 }
-
-/* out[t] = one row times each of the N int8 inputs at x (rows of nb blocks): pair_rows' arithmetic for every
-   token, the row's blocks decoded once for all of them (a pass over a few tokens: a speculative verify). */
-static inline __attribute__((always_inline)) void pair_tokens(const int format, const int N, const uint8_t *row,
-                                                              const block_act *x, int64_t nb, float *out) {
-    __m512 acc[FEW];
-    __m128 offsets[FEW];
-    for (int t = 0; t < N; t++) acc[t] = _mm512_setzero_ps(), offsets[t] = _mm_setzero_ps();
-    const __m512i expand = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-    for (int64_t b = 0; b < nb; b += 2) {
-        const int both = b + 1 < nb;
-        __m128 dm;
-        __m512i wv = pair_weights(format, row, b, both, &dm);
-        const __mmask64 negative = format == PQ_Q8_0 ? _mm512_movepi8_mask(wv) : 0;
-        if (format == PQ_Q8_0) wv = _mm512_abs_epi8(wv);
-        for (int t = 0; t < N; t++) {
-            const block_act *xt = x + t * nb;
-            const __m256i x1 = both ? _mm256_loadu_si256((const __m256i *)xt[b + 1].qs) : _mm256_setzero_si256();
-            __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xt[b].qs)), x1, 1);
-            if (format == PQ_Q8_0) xv = _mm512_mask_sub_epi8(xv, negative, _mm512_setzero_si512(), xv);
-            const __m128 ds = _mm_setr_ps(xt[b].d, xt[b].s, both ? xt[b + 1].d : 0.0f, both ? xt[b + 1].s : 0.0f);
-            const __m512 scales = _mm512_permutexvar_ps(expand, _mm512_castps128_ps512(_mm_mul_ps(dm, ds)));
-            const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scales, acc[t]);
-            offsets[t] = _mm_fmadd_ps(dm, ds, offsets[t]);
-        }
-    }
-    for (int t = 0; t < N; t++) {
-        const __m256 both = _mm256_add_ps(_mm512_castps512_ps256(acc[t]), _mm512_extractf32x8_ps(acc[t], 1));
-        float o[4];
-        _mm_storeu_ps(o, offsets[t]);
-        out[t] = hsum8(both) + (o[1] + o[3]);
-    }
-}
-
-#define PQ_FEW_TOKENS(format, N, row, x, nb, out)                                                              \
-    switch (N) {                                                                                               \
-    case 2: pair_tokens(format, 2, row, x, nb, out); break;                                                    \
-    case 3: pair_tokens(format, 3, row, x, nb, out); break;                                                    \
-    case 4: pair_tokens(format, 4, row, x, nb, out); break;                                                    \
-    case 5: pair_tokens(format, 5, row, x, nb, out); break;                                                    \
-    case 6: pair_tokens(format, 6, row, x, nb, out); break;                                                    \
-    case 7: pair_tokens(format, 7, row, x, nb, out); break;                                                    \
-    default: pair_tokens(format, FEW, row, x, nb, out);                                                        \
-    }
 
 #define PQ_PAIR_FORMATS(R, mat, row, stride, x, nb, out)                                                        \
     switch ((mat)->format) {                                                                                   \
@@ -642,7 +595,7 @@ typedef struct {
     block_act *xq;
     block_grp *xg;
     int quantized; /* whether matvecs read xq (else xn only) */
-    int grouped;   /* whether block rows read xg: int8 inputs, T > FEW, a build with group_dot */
+    int grouped;   /* whether block rows read xg: int8 inputs, T > 1, a build with group_dot */
 } pq_work;
 
 /* The int8 blocks of input row t (rows of `nb` blocks), NULL in the fp32-activation mode. */
@@ -746,17 +699,6 @@ static void norm_inputs(const pq_model *m, const pq_work *w, const float *x, con
 static inline void row_all(const pq_mat *mat, int64_t r, const pq_work *w, int64_t T, float *out) {
     const int64_t nb = mat->cols / QK;
 #if PQ_GROUPS
-    if (w->quantized && !w->grouped && T > 1 && mat->format != PQ_F32) { /* T <= FEW */
-        const uint8_t *row = (const uint8_t *)mat->data + (size_t)r * row_bytes(mat->format, mat->cols);
-        switch (mat->format) {
-        case PQ_Q8_0: PQ_FEW_TOKENS(PQ_Q8_0, T, row, w->xq, nb, out); break;
-        case PQ_Q4_0: PQ_FEW_TOKENS(PQ_Q4_0, T, row, w->xq, nb, out); break;
-        default: PQ_FEW_TOKENS(PQ_Q4_1, T, row, w->xq, nb, out);
-        }
-        if (mat->bias)
-            for (int64_t t = 0; t < T; t++) out[t] += mat->bias[r];
-        return;
-    }
     if (w->grouped && mat->format != PQ_F32) {
         for (int64_t g = 0; g < (T + G - 1) / G; g++) {
             const int64_t left = T - g * G;
@@ -914,14 +856,14 @@ int32_t pq_forward(const pq_model *m, const int32_t *ids, int64_t T, int64_t pos
 #pragma omp parallel num_threads(max_threads(m))
     {
         pq_work k = w; /* per thread: the head's row count differs from the layers' */
-        k.grouped = PQ_GROUPS && k.quantized && T > FEW;
+        k.grouped = PQ_GROUPS && k.quantized && T > 1;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < T; t++) dequantize_row(&m->embed, ids[t], k.x + t * D);
         for (int64_t l = 0; l < m->layers; l++) {
             attention_layer(m, &m->layer[l], &k, T, pos);
             ffn_layer(m, &m->layer[l], &k, T);
         }
-        k.grouped = PQ_GROUPS && k.quantized && rows > FEW;
+        k.grouped = PQ_GROUPS && k.quantized && rows > 1;
         norm_inputs(m, &k, k.x + first * D, m->final_norm, rows);
         matmul_rows(m, &m->head, &k, rows, logits, m->vocab, 0);
     }
@@ -941,7 +883,7 @@ int32_t pq_matmul(const pq_mat *w, const float *x, int64_t T, float *y, int32_t 
     const int64_t nb = w->cols / QK, padded = (T + G - 1) / G * G;
     pq_work k = {0};
     k.quantized = !fp32_act;
-    k.grouped = PQ_GROUPS && k.quantized && T > FEW;
+    k.grouped = PQ_GROUPS && k.quantized && T > 1;
     k.xn = (float *)x;
     k.xq = malloc((size_t)(T * nb) * sizeof(block_act));
     k.xg = malloc((size_t)(padded / G * nb) * sizeof(block_grp));

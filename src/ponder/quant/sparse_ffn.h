@@ -233,7 +233,7 @@ int32_t pq_ffn(const pq_model *m, const pq_layer *L, float *x, int64_t T, int32_
 #pragma omp parallel num_threads(max_threads(m))
     {
         pq_work k = w;
-        k.grouped = PQ_GROUPS && k.quantized && T > FEW;
+        k.grouped = PQ_GROUPS && k.quantized && T > 1;
         ffn_layer(m, L, &k, T);
     }
     memcpy(x, w.x, (size_t)(T * m->hidden) * sizeof(float));
