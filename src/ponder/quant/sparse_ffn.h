@@ -182,11 +182,21 @@ static inline int thread_count(void) {
 
 static void cats_ffn(const pq_model *m, const pq_layer *L, const pq_work *w, int64_t T) {
     const int64_t F = m->ffn, D = m->hidden;
+    if (T == 1) {
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < F; r++) { /* the gate of every neuron, every token */
-        float *g = row_scratch(w, m);
-        row_all(&L->gate, r, w, T, g);
-        for (int64_t t = 0; t < T; t++) w->ffn[t * F + r] = silu(g[t]);
+        for (int64_t c = 0; c < (F + 3) / 4; c++) { /* the gate of every neuron, four rows a call */
+            const int64_t r = c * 4, n = F - r < 4 ? F - r : 4;
+            float g[4];
+            rows_dot(&L->gate, r, n, xq_row(w, 0, 0), w->xn, g);
+            for (int64_t i = 0; i < n; i++) w->ffn[r + i] = silu(g[i]);
+        }
+    } else {
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < F; r++) { /* the gate of every neuron, every token */
+            float *g = row_scratch(w, m);
+            row_all(&L->gate, r, w, T, g);
+            for (int64_t t = 0; t < T; t++) w->ffn[t * F + r] = silu(g[t]);
+        }
     }
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; t++)
