@@ -37,8 +37,15 @@ STEP = 0.05
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of softmax(logits) over the last dimension."""
+    return losses_and_entropy(logits, None)[1]
+
+
+def losses_and_entropy(logits: torch.Tensor, targets: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Token losses (nats) of `targets` under logits [..., V] (None without targets) and the entropies, from one
+    log-softmax."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    losses = None if targets is None else -logp.gather(-1, targets[..., None])[..., 0]
+    return losses, -(logp.exp() * logp).sum(-1)
 
 
 @dataclass
@@ -78,9 +85,9 @@ class EntropyKnob:
         """A new sequence: its first pass runs at the mean (no prediction precedes it)."""
         self._set(self.policy.mean)
 
-    def after(self, logits: torch.Tensor) -> None:
-        """Logits [V] of the pass just run: set the next pass's budget."""
-        self._set(self.policy.level(float(entropy(logits))))
+    def after(self, entropy_nats: float) -> None:
+        """The entropy of the pass just run: set the next pass's budget."""
+        self._set(self.policy.level(entropy_nats))
 
     def _set(self, level: float) -> None:
         if level != self.setting:
@@ -144,7 +151,7 @@ def calibrate(
     def losses_at(budget: float) -> tuple[torch.Tensor, torch.Tensor]:
         set_budget(model, budget)
         logits = torch.cat([model(row[None]).logits[0, :-1] for row in ids])  # [N·(L-1), V]
-        return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none"), entropy(logits)
+        return losses_and_entropy(logits, targets)
 
     before = [module.budget for module in modules]
     try:
@@ -234,9 +241,10 @@ def stepwise_perplexity(
             total = 0.0
             for t in range(window_len - 1):
                 logits = runner.forward(row[t : t + 1][None])[0]  # [V]
-                total += float(torch.nn.functional.cross_entropy(logits.float()[None], row[t + 1 : t + 2]))
+                loss, uncertainty = losses_and_entropy(logits, row[t + 1])
+                total += float(loss)
                 if knob is not None and t < window_len - 2:
-                    knob.after(logits)
+                    knob.after(float(uncertainty))
             window_nlls.append(total / (window_len - 1))
     report = meter.report
     seconds = time.perf_counter() - start
@@ -290,6 +298,6 @@ class EntropyBudgetDecoder:
                 on_token(torch.tensor([token]))
             if step == max_new_tokens - 1 or token in eos:
                 break
-            self.knob.after(logits)
+            self.knob.after(float(entropy(logits)))
             logits = self.runner.forward(torch.tensor([[token]]))[0]
         return torch.tensor([tokens])
